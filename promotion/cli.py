@@ -1,0 +1,367 @@
+"""The ``promote`` command line.
+
+Exit codes: 0 success; 1 the operation failed (digest mismatch, broken chain, server unreachable);
+2 bad usage or invalid input. Errors print as ``Class: message`` on one line, never a traceback.
+
+Commands that only touch S3 (publish, status, history, ledger verify, config validate, verify)
+never import Prefect, which costs seconds to import; commands that talk to Prefect import it
+inside the command.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from promotion.errors import PromotionError
+
+if TYPE_CHECKING:
+    from promotion.config import Pipeline
+    from promotion.store import ArtifactStore
+
+app = typer.Typer(
+    name="promote",
+    help="Promote immutable, content-addressed artifacts through environments.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+ledger_app = typer.Typer(help="Inspect the promotion ledger.", no_args_is_help=True)
+config_app = typer.Typer(help="Check the pipeline file.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(config_app, name="config")
+
+# Tables hold full digests; when stdout is a pipe or a file, do not squeeze them to 80 columns.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Pipeline file (default: $PROMOTION_CONFIG, else ./promotion.yaml).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+
+
+class State:
+    config: Path | None = None
+
+
+state = State()
+
+
+@app.callback()
+def _root(config: ConfigOpt = None) -> None:
+    state.config = config
+
+
+def _pipeline() -> Pipeline:
+    from promotion.config import load_pipeline
+
+    return load_pipeline(state.config)
+
+
+def _store() -> ArtifactStore:
+    from promotion.store import ArtifactStore
+
+    return ArtifactStore(_pipeline())
+
+
+def _emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value is not None else ""
+
+
+# --- publish ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def publish(
+    path: Annotated[Path, typer.Argument(help="The artifact file to publish.", show_default=False)],
+    service: Annotated[str, typer.Option("--service", "-s", help="Service it belongs to.")],
+    version: Annotated[str | None, typer.Option(help="Human version label (the digest is the name).")] = None,
+    evidence: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--evidence",
+            "-e",
+            help="KIND=PATH, repeatable; KIND is junit, coverage, sarif, perf or other.",
+        ),
+    ] = None,
+    commit: Annotated[str | None, typer.Option(help="Source commit (default: from CI variables).")] = None,
+    commit_author: Annotated[str | None, typer.Option(help="Author of the commit.")] = None,
+    build_url: Annotated[str | None, typer.Option(help="CI build URL (default: from CI variables).")] = None,
+    builder: Annotated[str | None, typer.Option(help="CI system that built it.")] = None,
+    actor: Annotated[
+        str | None, typer.Option("--as", help="Who publishes (default: CI user or login).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Upload PATH under its sha256 digest, with its evidence, and print the digest."""
+    from promotion import identity
+    from promotion.models import Provenance
+    from promotion.store import MULTIPART_THRESHOLD, parse_evidence
+
+    pipeline = _pipeline()
+    pipeline.service(service)  # refuse an unknown service before reading anything
+    if not path.is_file():
+        raise _usage(f"no such file: {path}")
+    ev = parse_evidence(evidence or [])
+    provenance = Provenance(
+        commit=commit or identity.ci_commit(),
+        commit_author=commit_author or identity.ci_commit_author(),
+        build_url=build_url or identity.ci_build_url(),
+        builder=builder or identity.ci_builder(),
+        published_by=identity.current_actor(actor),
+    )
+    from promotion.store import ArtifactStore
+
+    store = ArtifactStore(pipeline)
+    size = path.stat().st_size
+    if err.is_terminal and size > MULTIPART_THRESHOLD:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TransferSpeedColumn,
+        )
+
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=err,
+            transient=True,
+        ) as bar:
+            task = bar.add_task(f"uploading {path.name}", total=size)
+            result = store.publish(
+                path,
+                service=service,
+                version=version,
+                provenance=provenance,
+                evidence=ev,
+                progress=lambda n: bar.advance(task, n),
+            )
+    else:
+        result = store.publish(path, service=service, version=version, provenance=provenance, evidence=ev)
+    if as_json:
+        _emit_json(
+            {
+                "digest": str(result.digest),
+                "already_published": result.already_published,
+                "uploaded_bytes": result.uploaded_bytes,
+                "record": result.record.model_dump(mode="json"),
+            }
+        )
+        return
+    what = "already published" if result.already_published else "published"
+    err.print(
+        f"{what}: {service} {version or ''} {result.record.size} bytes, "
+        f"{len(result.record.evidence)} evidence file(s), {result.uploaded_bytes} bytes uploaded"
+    )
+    sys.stdout.write(f"{result.digest}\n")
+
+
+def _usage(message: str) -> PromotionError:
+    from promotion.errors import UsageError
+
+    return UsageError(message)
+
+
+# --- status / history ------------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    service: Annotated[str | None, typer.Option("--service", "-s", help="Only this service.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Which digest is in which environment, since when, by whom (from the ledger)."""
+    store = _store()
+    pipeline = store.pipeline
+    services = [pipeline.service(service).name] if service else [s.name for s in pipeline.services]
+    rows: list[dict[str, Any]] = []
+    for name in services:
+        st = store.ledger.state(name)
+        for env in pipeline.environment_names:
+            cur = st.environments.get(env)
+            rows.append(
+                {
+                    "service": name,
+                    "environment": env,
+                    "digest": str(cur.digest) if cur else None,
+                    "version": cur.version if cur else None,
+                    "since": cur.since.isoformat() if cur else None,
+                    "by": cur.by if cur else None,
+                }
+            )
+        latest = st.latest_published
+        rows.append(
+            {
+                "service": name,
+                "environment": "(latest published)",
+                "digest": str(latest.digest) if latest else None,
+                "version": latest.version if latest else None,
+                "since": latest.since.isoformat() if latest else None,
+                "by": latest.by if latest else None,
+            }
+        )
+    if as_json:
+        _emit_json(rows)
+        return
+    table = Table(title="Promotion status", title_justify="left")
+    for col in ("service", "environment", "digest", "version", "since", "by"):
+        table.add_column(col, no_wrap=col == "digest")
+    for r in rows:
+        table.add_row(
+            r["service"],
+            r["environment"],
+            r["digest"] or "—",
+            r["version"] or "",
+            (r["since"] or "").replace("+00:00", "Z"),
+            r["by"] or "",
+        )
+    out.print(table)
+
+
+@app.command()
+def history(
+    service: Annotated[str, typer.Argument(help="Service whose ledger to show.", show_default=False)],
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Only events of this environment.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every ledger event of a service, oldest first."""
+    store = _store()
+    store.pipeline.service(service)
+    if env is not None:
+        store.pipeline.environment(env)
+    records = [r for r in store.ledger.records(service) if env is None or r.environment == env]
+    if as_json:
+        _emit_json([r.model_dump(mode="json", exclude={"state"}) for r in records])
+        return
+    table = Table(title=f"History of {service}" + (f" in {env}" if env else ""), title_justify="left")
+    for col in ("seq", "at", "event", "environment", "digest", "version", "by", "reason"):
+        table.add_column(col, no_wrap=col in ("digest", "at"))
+    for r in records:
+        table.add_row(
+            str(r.seq),
+            _when(r.at),
+            r.event,
+            r.environment or "",
+            r.digest.short,
+            r.version or "",
+            r.actor,
+            r.reason,
+        )
+    out.print(table)
+    if not records:
+        err.print("no events yet")
+
+
+# --- verification ----------------------------------------------------------------------------------
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    service: Annotated[str | None, typer.Argument(help="Service (default: all).", show_default=False)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-check the hash chain; exit 1 naming any edited, removed or reordered record."""
+    store = _store()
+    names = [store.pipeline.service(service).name] if service else [s.name for s in store.pipeline.services]
+    reports = [store.ledger.verify(n) for n in names]
+    if as_json:
+        _emit_json(
+            [
+                {
+                    "service": r.service,
+                    "records": r.records,
+                    "head": r.head,
+                    "ok": r.ok,
+                    "findings": r.findings,
+                }
+                for r in reports
+            ]
+        )
+    else:
+        for r in reports:
+            if r.ok:
+                out.print(f"ok      {r.service}: {r.records} records, head {r.head or '(empty)'}")
+            else:
+                out.print(f"BROKEN  {r.service}: {r.records} records")
+                for f in r.findings:
+                    out.print(f"        - {f}")
+    if not all(r.ok for r in reports):
+        bad = [r for r in reports if not r.ok]
+        from promotion.errors import LedgerCorrupt
+
+        raise LedgerCorrupt(bad[0].service, bad[0].findings)
+
+
+@app.command()
+def verify(
+    digest: Annotated[str, typer.Argument(help="sha256:<hex> of a published blob.", show_default=False)],
+    full: Annotated[bool, typer.Option("--full", help="Download and re-hash every byte.")] = False,
+    service: Annotated[
+        str | None, typer.Option("--service", "-s", help="Compare with this service's artifact record.")
+    ] = None,
+) -> None:
+    """Check that the stored bytes still match DIGEST (cheap: S3's checksum; --full: re-hash)."""
+    from promotion.digest import Digest
+
+    d = Digest(digest)
+    store = _store()
+    recorded = store.record(service, d).s3_checksum if service else None
+    result = store.verify_full(d) if full else store.verify_cheap(d, recorded)
+    out.print(f"ok {d} ({result.detail})")
+
+
+@config_app.command("validate")
+def config_validate(
+    file: Annotated[
+        Path | None, typer.Argument(help="Pipeline file (default: as --config).", show_default=False)
+    ] = None,
+) -> None:
+    """Validate a pipeline file; print its stages or every problem with its field path."""
+    from promotion.config import config_path, load_pipeline
+
+    path = file or config_path(state.config)
+    pipeline = load_pipeline(path, apply_env=False)
+    out.print(
+        f"ok {path}: {len(pipeline.services)} service(s), environments "
+        + " → ".join(e.name for e in pipeline.environments)
+    )
+
+
+# --- entry point -----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; map errors to one line on stderr and an exit code."""
+    # Typer handles usage errors itself (exit 2, with the usage line); our errors come through.
+    try:
+        app(args=argv, prog_name="promote")
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except PromotionError as exc:
+        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

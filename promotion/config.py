@@ -1,0 +1,516 @@
+"""The pipeline file: the artifact store, the services and the ordered environments, as code.
+
+The file is YAML validated by pydantic. Everything is strict: an unknown key, a duplicate name, a
+threshold out of range or an unknown gate kind is refused with the file, the field path and what
+is allowed.
+
+>>> cfg = parse_pipeline('''
+... store: {bucket: artifacts}
+... services: [{name: api}]
+... environments:
+...   - name: dev
+...   - name: prod
+...     approval: {approvers: [alice, bob], min_approvals: 1}
+... ''')
+>>> [e.name for e in cfg.environments]
+['dev', 'prod']
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from promotion.errors import ConfigError, UnknownEnvironment, UnknownService
+
+DEFAULT_CONFIG = "promotion.yaml"
+
+#: Names of services and environments end up in S3 keys, Prefect names and URLs.
+Name = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="lowercase letters, digits, '-' and '_', starting with a letter or digit",
+    ),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- durations and time windows -----------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(value: object) -> dt.timedelta:
+    """``"1d12h"``, ``"90m"``, ``"30s"`` or a number of seconds."""
+    if isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '24h', '90m' or '1d12h'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return dt.timedelta(seconds=value)
+    if isinstance(value, str):
+        m = _DURATION_RE.fullmatch(value.strip())
+        if m and any(m.groups()):
+            d, h, mi, s = (int(g or 0) for g in m.groups())
+            return dt.timedelta(days=d, hours=h, minutes=mi, seconds=s)
+    raise ValueError(f"{value!r} is not a duration; use e.g. '24h', '90m', '1d12h' or seconds")
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
+
+
+def _check_tz(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin'") from exc
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_check_tz)]
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_CLOCK_RE = r"^([01]\d|2[0-3]):[0-5]\d$"
+
+
+class Window(Strict):
+    """A weekly window: from ``start`` on ``start_day`` to ``end`` on ``end_day``, in ``timezone``."""
+
+    start_day: Weekday = Field(description="day the window opens")
+    start: str = Field(pattern=_CLOCK_RE, description="HH:MM the window opens")
+    end_day: Weekday = Field(description="day the window closes")
+    end: str = Field(pattern=_CLOCK_RE, description="HH:MM the window closes")
+    timezone: TimeZoneName = Field(default="UTC", description="IANA time zone of start and end")
+
+
+# --- gates ------------------------------------------------------------------------------------
+
+
+class GateBase(Strict):
+    name: str | None = Field(default=None, description="label in reports; defaults to the kind")
+    required: bool = Field(
+        default=True, description="whether missing evidence fails the gate (true) or skips it"
+    )
+
+
+Rate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class TestsGate(GateBase):
+    """JUnit XML test reports (pytest, Surefire, jest-junit, gotestsum, nextest...)."""
+
+    kind: Literal["tests"]
+    min_pass_rate: Rate = Field(default=1.0, description="passed / (tests - skipped), 0..1")
+    max_failures: int = Field(default=0, ge=0)
+    max_errors: int = Field(default=0, ge=0)
+    required_suites: list[str] = Field(default_factory=list)
+
+
+class CoverageGate(GateBase):
+    """Cobertura XML, coverage.py JSON or lcov."""
+
+    kind: Literal["coverage"]
+    min_line_rate: Rate | None = None
+    min_branch_rate: Rate | None = None
+
+    @model_validator(mode="after")
+    def _needs_threshold(self) -> CoverageGate:
+        if self.min_line_rate is None and self.min_branch_rate is None:
+            raise ValueError("set min_line_rate and/or min_branch_rate")
+        return self
+
+
+SarifLevel = Literal["error", "warning", "note", "none"]
+
+
+def _no_errors() -> dict[SarifLevel, int]:
+    return {"error": 0}
+
+
+class ScanGate(GateBase):
+    """SARIF 2.1.0 from static analysis and security scanners."""
+
+    kind: Literal["scan"]
+    tools: list[str] = Field(
+        default_factory=list, description="only count results of these tools (all when empty)"
+    )
+    max_findings: dict[SarifLevel, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=_no_errors,
+        description="maximum findings per level; levels not listed are not limited",
+    )
+    max_security_severity: Annotated[float, Field(ge=0.0, le=10.0)] | None = None
+    allow_rules: list[str] = Field(default_factory=list, description="rule ids never counted")
+
+
+class PerfGate(GateBase):
+    """k6 summary JSON or Locust CSV stats."""
+
+    kind: Literal["perf"]
+    p95_ms: Annotated[float, Field(gt=0)] | None = None
+    p99_ms: Annotated[float, Field(gt=0)] | None = None
+    max_error_rate: Rate | None = None
+    min_requests: int = Field(default=1, ge=0)
+
+
+class SoakGate(GateBase):
+    """Minimum time the digest has been in the previous environment."""
+
+    kind: Literal["soak"]
+    min_duration: Duration
+
+
+class WindowGate(GateBase):
+    """Promotion windows and freezes."""
+
+    kind: Literal["window"]
+    allow: list[Window] = Field(default_factory=list, description="promote only inside these")
+    deny: list[Window] = Field(default_factory=list, description="never promote inside these")
+
+    @model_validator(mode="after")
+    def _needs_window(self) -> WindowGate:
+        if not self.allow and not self.deny:
+            raise ValueError("set at least one 'allow' or 'deny' window")
+        return self
+
+
+ProvenanceField = Literal["commit", "build_url", "builder", "commit_author"]
+
+
+def _commit_and_build() -> list[ProvenanceField]:
+    return ["commit", "build_url"]
+
+
+class PolicyGate(GateBase):
+    """Provenance and environment blueprint policy."""
+
+    kind: Literal["policy"]
+    require_provenance: list[ProvenanceField] = Field(default_factory=_commit_and_build)
+
+
+class HttpCheckGate(GateBase):
+    """HTTP smoke/health check against the environment, after deploy."""
+
+    kind: Literal["http"]
+    url: HttpUrl
+    expect_status: int = Field(default=200, ge=100, le=599)
+    timeout: Duration = Field(default=dt.timedelta(seconds=10))
+    contains: str | None = None
+
+
+class PrometheusGate(GateBase):
+    """A Prometheus instant query compared with a threshold, after deploy."""
+
+    kind: Literal["prometheus"]
+    url: HttpUrl
+    query: str = Field(min_length=1)
+    op: Literal["<", "<=", ">", ">=", "=="] = "<="
+    threshold: float
+    timeout: Duration = Field(default=dt.timedelta(seconds=10))
+
+
+Gate = Annotated[
+    TestsGate
+    | CoverageGate
+    | ScanGate
+    | PerfGate
+    | SoakGate
+    | WindowGate
+    | PolicyGate
+    | HttpCheckGate
+    | PrometheusGate,
+    Field(discriminator="kind"),
+]
+GATE_KINDS = ("tests", "coverage", "scan", "perf", "soak", "window", "policy", "http", "prometheus")
+#: Gates that look at the running environment, so they run after deploy.
+LIVE_GATE_KINDS = frozenset({"http", "prometheus"})
+
+
+# --- approval and deployment ----------------------------------------------------------------------
+
+
+class ApprovalPolicy(Strict):
+    approvers: list[str] = Field(min_length=1, description="people allowed to decide")
+    min_approvals: int = Field(default=1, ge=1, description="N of the approvers must approve")
+    allow_self_approval: bool = Field(
+        default=False, description="let the commit author or the requester approve"
+    )
+    timeout: Duration = Field(default=dt.timedelta(hours=24))
+
+    @model_validator(mode="after")
+    def _n_of_m(self) -> ApprovalPolicy:
+        if len(set(self.approvers)) != len(self.approvers):
+            raise ValueError("approvers must not repeat a name")
+        if self.min_approvals > len(self.approvers):
+            raise ValueError(
+                f"min_approvals is {self.min_approvals} but only {len(self.approvers)} approvers are listed"
+            )
+        return self
+
+
+class CopyTarget(Strict):
+    """Server-side copy of the blob into the environment's own bucket/prefix."""
+
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = ""
+    key_template: str = Field(
+        default="{service}/current",
+        description="object key under prefix; {service}, {version}, {digest_hex} are filled in",
+    )
+
+
+class WebhookTarget(Strict):
+    """A deploy webhook: POST of digest, version and a presigned URL, HMAC-signed."""
+
+    url: HttpUrl
+    secret_block: str | None = Field(default=None, description="Prefect Secret block with the HMAC key")
+    timeout: Duration = Field(default=dt.timedelta(seconds=30))
+
+
+class DeploymentTarget(Strict):
+    url: HttpUrl | None = Field(default=None, description="where the environment is reachable")
+    copy_to: CopyTarget | None = None
+    webhook: WebhookTarget | None = None
+    settings: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="declared settings, checked against the blueprint"
+    )
+
+
+class Blueprint(Strict):
+    """Settings an environment must have, and which ones it may override."""
+
+    settings: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    overridable: list[str] = Field(default_factory=list)
+
+
+class Environment(Strict):
+    name: Name
+    description: str = ""
+    gates: list[Gate] = Field(default_factory=list)
+    approval: ApprovalPolicy | None = None
+    target: DeploymentTarget = Field(default_factory=DeploymentTarget)
+    blueprint: Blueprint | None = None
+    auto_promote: bool = Field(default=False, description="the nightly sweep may promote here")
+
+
+# --- store and services ---------------------------------------------------------------------------
+
+
+class StoreConfig(Strict):
+    endpoint_url: HttpUrl | None = Field(
+        default=None, description="S3 endpoint; None means AWS S3 for the region"
+    )
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.-]+[a-z0-9]$")
+    prefix: str = Field(default="", description="key prefix for everything the product writes")
+    region: str = "us-east-1"
+    credentials_block: str | None = Field(
+        default=None, description="name of a Prefect AwsCredentials block; else the AWS chain"
+    )
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        v = v.lstrip("/")
+        if v and not v.endswith("/"):
+            v += "/"
+        return v
+
+
+class Service(Strict):
+    name: Name
+    description: str = ""
+    media_type: str = "application/octet-stream"
+
+
+class Pipeline(Strict):
+    version: Literal[1] = 1
+    store: StoreConfig
+    services: list[Service] = Field(min_length=1)
+    environments: list[Environment] = Field(min_length=1)
+
+    @field_validator("services", "environments")
+    @classmethod
+    def _unique(cls, items: list[Any]) -> list[Any]:
+        seen: set[str] = set()
+        for item in items:
+            if item.name in seen:
+                raise ValueError(f"duplicate name {item.name!r}; names must be unique")
+            seen.add(item.name)
+        return items
+
+    def service(self, name: str) -> Service:
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise UnknownService(name, [s.name for s in self.services])
+
+    def environment(self, name: str) -> Environment:
+        for e in self.environments:
+            if e.name == name:
+                return e
+        raise UnknownEnvironment(name, [e.name for e in self.environments])
+
+    @property
+    def environment_names(self) -> list[str]:
+        return [e.name for e in self.environments]
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node)
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        mapping[key] = loader.construct_object(value_node)
+    return mapping
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def _loc_to_path(data: Any, loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the path a person finds in the file.
+
+    ``('environments', 1, 'gates', 0, 'tests', 'min_pass_rate')`` becomes
+    ``environments[1](staging).gates[0].min_pass_rate``.
+    """
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            if isinstance(node, list) and 0 <= part < len(node):
+                node = node[part]
+                if isinstance(node, dict) and isinstance(node.get("name"), str):
+                    out += f"({node['name']})"
+            else:
+                node = None
+            continue
+        # discriminated unions add the tag to the location; it is not a field of the file
+        if part in GATE_KINDS and isinstance(node, dict) and node.get("kind") == part:
+            continue
+        out += f".{part}" if out else str(part)
+        node = node.get(part) if isinstance(node, dict) else None
+    return out or "(top level)"
+
+
+def _describe_error(data: Any, err: Any) -> str:
+    path = _loc_to_path(data, tuple(err["loc"]))
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see the pipeline file reference in README.md)"
+    elif err["type"] == "union_tag_invalid":
+        msg = f"unknown gate kind {err['input'].get('kind')!r}; allowed: {', '.join(GATE_KINDS)}"
+    elif err["type"] == "union_tag_not_found":
+        msg = f"missing 'kind'; allowed: {', '.join(GATE_KINDS)}"
+    elif err["type"].startswith("value_error"):
+        msg = msg.removeprefix("Value error, ")
+    inp = err.get("input")
+    if err["type"] not in ("missing", "extra_forbidden") and not isinstance(inp, dict | list):
+        msg += f" (got {inp!r})"
+    return f"{path}: {msg}"
+
+
+def parse_pipeline(text: str, source: str = "<string>") -> Pipeline:
+    """Parse and validate pipeline YAML; raise :class:`ConfigError` with every problem found."""
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(source, [f"{where}invalid YAML: {exc.problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"invalid YAML: {exc}"]) from None
+    if data is None:
+        raise ConfigError(source, ["the file is empty; it needs 'store', 'services' and 'environments'"])
+    if not isinstance(data, dict):
+        raise ConfigError(
+            source, ["the top level must be a mapping with 'store', 'services' and 'environments'"]
+        )
+    try:
+        return Pipeline.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe_error(data, e) for e in exc.errors()]) from None
+
+
+ENV_OVERRIDES = {
+    "endpoint_url": "PROMOTION_S3_ENDPOINT_URL",
+    "bucket": "PROMOTION_S3_BUCKET",
+    "prefix": "PROMOTION_S3_PREFIX",
+    "region": "PROMOTION_S3_REGION",
+}
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    return Path(explicit or os.environ.get("PROMOTION_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_pipeline(path: str | os.PathLike[str] | None = None, *, apply_env: bool = True) -> Pipeline:
+    """Load the pipeline file (``--config``, else ``$PROMOTION_CONFIG``, else ``promotion.yaml``).
+
+    The store settings can be overridden by ``PROMOTION_S3_*`` environment variables.
+    """
+    p = config_path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(p), ["no such file; pass --config FILE or set PROMOTION_CONFIG"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), [f"cannot read: {exc}"]) from None
+    pipeline = parse_pipeline(text, str(p))
+    if apply_env:
+        pipeline = with_env_overrides(pipeline, str(p))
+    return pipeline
+
+
+def with_env_overrides(pipeline: Pipeline, source: str = "<env>") -> Pipeline:
+    overrides = {
+        field: os.environ[var] for field, var in ENV_OVERRIDES.items() if os.environ.get(var) is not None
+    }
+    if not overrides:
+        return pipeline
+    store = pipeline.store.model_dump()
+    store.update(overrides)
+    try:
+        new_store = StoreConfig.model_validate(store)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            field = str(e["loc"][0]) if e["loc"] else "store"
+            var = ENV_OVERRIDES.get(field, field)
+            problems.append(f"{var}: {e['msg']} (got {e.get('input')!r})")
+        raise ConfigError(source + " + environment", problems) from None
+    return pipeline.model_copy(update={"store": new_store})

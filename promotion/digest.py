@@ -1,0 +1,114 @@
+"""Content digests: the only name an artifact has after it is published.
+
+>>> d = Digest.of_bytes(b"hello")
+>>> d
+Digest('sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824')
+>>> d.hex[:8], d.short
+('2cf24dba', 'sha256:2cf24dba5fb0')
+>>> Digest("latest")
+Traceback (most recent call last):
+...
+promotion.errors.InvalidDigest: 'latest' is not a digest: expected 'sha256:' followed by 64 ...
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from collections.abc import Iterable
+from typing import IO, Any
+
+from pydantic import GetCoreSchemaHandler
+from pydantic_core import PydanticCustomError, core_schema
+
+from promotion.errors import InvalidDigest
+
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
+
+#: Read size for hashing files and streams. Large buffers keep hashing near memory speed.
+CHUNK_SIZE = 1024 * 1024 * 4
+
+
+class Digest(str):
+    """A ``sha256:<64 lowercase hex>`` string; constructing one validates it."""
+
+    __slots__ = ()
+
+    def __new__(cls, value: object) -> Digest:
+        if isinstance(value, Digest):
+            return value
+        if not isinstance(value, str) or not _DIGEST_RE.fullmatch(value):
+            raise InvalidDigest(value)
+        return super().__new__(cls, value)
+
+    def __repr__(self) -> str:
+        return f"Digest({str(self)!r})"
+
+    @property
+    def hex(self) -> str:
+        """The 64 hex characters without the algorithm prefix."""
+        return self[7:]
+
+    @property
+    def short(self) -> str:
+        """``sha256:`` and the first 12 hex characters, for humans (never for lookups)."""
+        return self[:19]
+
+    @property
+    def b64(self) -> str:
+        """The raw digest in base64: the form S3's ``ChecksumSHA256`` uses."""
+        return base64.b64encode(bytes.fromhex(self.hex)).decode("ascii")
+
+    @classmethod
+    def from_hasher(cls, hasher: Any) -> Digest:
+        return cls("sha256:" + hasher.hexdigest())
+
+    @classmethod
+    def of_bytes(cls, data: bytes | bytearray | memoryview) -> Digest:
+        return cls("sha256:" + hashlib.sha256(data).hexdigest())
+
+    @classmethod
+    def of_chunks(cls, chunks: Iterable[bytes]) -> Digest:
+        h = hashlib.sha256()
+        for chunk in chunks:
+            h.update(chunk)
+        return cls.from_hasher(h)
+
+    @classmethod
+    def of_stream(cls, stream: IO[bytes], chunk_size: int = CHUNK_SIZE) -> Digest:
+        """Hash a binary stream in one pass, reading ``chunk_size`` bytes at a time."""
+        h = hashlib.sha256()
+        buf = bytearray(chunk_size)
+        view = memoryview(buf)
+        readinto = getattr(stream, "readinto", None)
+        if readinto is not None:
+            while n := readinto(view):
+                h.update(view[:n])
+        else:
+            while chunk := stream.read(chunk_size):
+                h.update(chunk)
+        return cls.from_hasher(h)
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        def validate(value: str) -> Digest:
+            if not _DIGEST_RE.fullmatch(value):
+                raise PydanticCustomError(
+                    "digest",
+                    "expected 'sha256:' followed by 64 lowercase hex characters, got {value!r}",
+                    {"value": value[:80]},
+                )
+            return cls(value)
+
+        return core_schema.no_info_after_validator_function(
+            validate,
+            core_schema.str_schema(),
+            serialization=core_schema.plain_serializer_function_ser_schema(str),
+        )
+
+
+def b64_to_hex(b64: str) -> str:
+    return base64.b64decode(b64).hex()

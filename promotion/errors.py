@@ -1,0 +1,203 @@
+"""Every error the product raises on purpose.
+
+Errors carry the context needed to act on them, and their message says how to fix the problem.
+They are caught only at the edges: the CLI prints ``Class: message`` and exits with
+``exit_code``; the webhook answers with a 4xx.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class PromotionError(Exception):
+    """Base class. ``exit_code`` is 1 when an operation failed, 2 when the input was wrong."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- input errors (exit 2) -------------------------------------------------------------------
+
+
+class UsageError(PromotionError):
+    """The command line or an input value is wrong."""
+
+    exit_code = 2
+
+
+class InvalidDigest(UsageError):
+    """A string that should name an artifact by digest does not have the form ``sha256:<64 hex>``."""
+
+    def __init__(self, value: object) -> None:
+        shown = repr(value) if len(repr(value)) <= 90 else repr(value)[:87] + "..."
+        super().__init__(
+            f"{shown} is not a digest: expected 'sha256:' followed by 64 lowercase hex "
+            "characters, e.g. sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+        )
+        self.value = value
+
+
+class ConfigError(UsageError):
+    """The pipeline file is missing, unreadable or invalid."""
+
+    def __init__(self, path: str, problems: Sequence[str]) -> None:
+        self.path = path
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            text = f"{path}: {self.problems[0]}"
+        else:
+            text = f"{path}: {len(self.problems)} problems:\n" + "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(text)
+
+
+class UnknownService(UsageError):
+    """A service name that the pipeline file does not declare."""
+
+    def __init__(self, service: str, known: Sequence[str]) -> None:
+        self.service = service
+        self.known = list(known)
+        super().__init__(
+            f"service {service!r} is not declared in the pipeline file; declared services: "
+            f"{', '.join(known) or '(none)'}. Add it under 'services:' or fix the name."
+        )
+
+
+class UnknownEnvironment(UsageError):
+    """An environment name that the pipeline file does not declare."""
+
+    def __init__(self, environment: str, known: Sequence[str]) -> None:
+        self.environment = environment
+        self.known = list(known)
+        super().__init__(
+            f"environment {environment!r} is not declared in the pipeline file; environments: "
+            f"{', '.join(known)}."
+        )
+
+
+class EvidenceError(UsageError):
+    """An evidence file given at publish time is unusable (missing file, unknown kind)."""
+
+
+# --- operation failures (exit 1) -------------------------------------------------------------
+
+
+class StoreError(PromotionError):
+    """The S3 server refused or failed a request."""
+
+
+class StoreUnreachable(StoreError):
+    """The S3 endpoint could not be reached at all."""
+
+    def __init__(self, endpoint: str, reason: str) -> None:
+        self.endpoint = endpoint
+        self.reason = reason
+        super().__init__(
+            f"cannot reach the S3 endpoint {endpoint}: {reason}. Check that the server is up and "
+            "that store.endpoint_url (or PROMOTION_S3_ENDPOINT_URL) points at it."
+        )
+
+
+class BucketNotFound(StoreError):
+    def __init__(self, bucket: str, endpoint: str) -> None:
+        self.bucket = bucket
+        super().__init__(
+            f"bucket {bucket!r} does not exist at {endpoint}. Create it, or set store.bucket "
+            "(or PROMOTION_S3_BUCKET) to an existing bucket."
+        )
+
+
+class AccessDenied(StoreError):
+    def __init__(self, operation: str, key: str) -> None:
+        super().__init__(
+            f"access denied for {operation} on {key}. Check the credentials "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or store.credentials_block)."
+        )
+
+
+class ArtifactNotFound(PromotionError):
+    """No blob or no artifact record exists for a digest."""
+
+    def __init__(self, digest: str, service: str | None = None) -> None:
+        self.digest = digest
+        self.service = service
+        where = f" for service {service!r}" if service else ""
+        super().__init__(
+            f"{digest} was never published{where}. Publish it first: "
+            f"promote publish PATH --service {service or 'SERVICE'}"
+        )
+
+
+class ArtifactConflict(PromotionError):
+    """Identical bytes were already published with different metadata; records are immutable."""
+
+    def __init__(self, digest: str, service: str, differences: Sequence[str]) -> None:
+        self.digest = digest
+        self.service = service
+        self.differences = list(differences)
+        super().__init__(
+            f"{digest} is already published for {service} with different metadata "
+            f"({'; '.join(differences)}). Artifact records are immutable: re-publish with the "
+            "original values, or publish different bytes."
+        )
+
+
+class DigestMismatch(PromotionError):
+    """Bytes read back do not hash to the digest they are stored under."""
+
+    def __init__(self, expected: str, actual: str, where: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        self.where = where
+        super().__init__(
+            f"{where}: expected {expected}, got {actual}. The stored bytes are corrupt or were "
+            "replaced; do not deploy them. Re-publish the artifact from its build."
+        )
+
+
+class LedgerError(PromotionError):
+    """The ledger could not be read or written."""
+
+
+class LedgerContention(LedgerError):
+    """Too many concurrent writers took the next sequence number first."""
+
+    def __init__(self, service: str, attempts: int) -> None:
+        super().__init__(
+            f"could not append to the ledger of {service} after {attempts} attempts: other "
+            "writers kept taking the next place. Retry; if it persists, reduce concurrency."
+        )
+
+
+class LedgerCorrupt(LedgerError):
+    """``ledger verify`` found records that were edited, removed or reordered."""
+
+    def __init__(self, service: str, findings: Sequence[str]) -> None:
+        self.service = service
+        self.findings = list(findings)
+        super().__init__(f"ledger of {service} failed verification: " + "; ".join(self.findings))
+
+
+class GateFailed(PromotionError):
+    """A gate did not pass; ``reasons`` say why."""
+
+    def __init__(self, gate: str, reasons: Sequence[str]) -> None:
+        self.gate = gate
+        self.reasons = list(reasons)
+        super().__init__(f"gate {gate} failed: " + "; ".join(self.reasons))
+
+
+class ApprovalRejected(PromotionError):
+    """A human rejected a promotion, or it timed out waiting for approval."""
+
+    def __init__(self, environment: str, by: str, reason: str) -> None:
+        self.environment = environment
+        self.by = by
+        self.reason = reason
+        super().__init__(f"promotion to {environment} rejected by {by}: {reason}")

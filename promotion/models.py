@@ -1,0 +1,128 @@
+"""Domain records: what is stored in S3 as JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from promotion.digest import Digest
+
+EvidenceKind = Literal["junit", "coverage", "sarif", "perf", "other"]
+EVIDENCE_KINDS: tuple[str, ...] = ("junit", "coverage", "sarif", "perf", "other")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Record(BaseModel):
+    # Records are read back from S3, where someone may have edited them: refuse unknown keys.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def canonical_bytes(self) -> bytes:
+        """Deterministic JSON: sorted keys, no spaces, UTF-8. What is hashed is what is stored."""
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
+
+
+class Provenance(Record):
+    commit: str | None = Field(default=None, description="source commit the artifact was built from")
+    commit_author: str | None = Field(default=None, description="author of that commit")
+    build_url: str | None = Field(default=None, description="URL of the CI build that made it")
+    builder: str | None = Field(default=None, description="CI system or host that built it")
+    published_by: str = Field(description="who ran publish")
+
+
+class EvidenceRef(Record):
+    kind: EvidenceKind
+    digest: Digest
+    filename: str
+    size: int
+
+
+class BlobInfo(Record):
+    digest: Digest
+    size: int
+    #: What S3 reports as ChecksumSHA256: the digest itself for single-part uploads, a composite
+    #: ``<b64>-<parts>`` for multipart ones. The cheap check compares against it.
+    s3_checksum: str | None = None
+
+
+class ArtifactRecord(Record):
+    """Beside each blob, per service: what the bytes are and where they came from."""
+
+    service: str
+    digest: Digest
+    size: int
+    media_type: str
+    version: str | None
+    created_at: dt.datetime
+    provenance: Provenance
+    evidence: list[EvidenceRef] = Field(default_factory=list)
+    s3_checksum: str | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that make two publishes of the same bytes the same publish."""
+        return {
+            "version": self.version,
+            "media_type": self.media_type,
+            "commit": self.provenance.commit,
+            "build_url": self.provenance.build_url,
+            "evidence": sorted((e.kind, str(e.digest)) for e in self.evidence),
+        }
+
+
+LedgerEvent = Literal["published", "promoted", "rejected", "approval", "rolled_back"]
+LEDGER_EVENTS: tuple[str, ...] = ("published", "promoted", "rejected", "approval", "rolled_back")
+
+
+class EnvState(Record):
+    """Which digest an environment runs, since when, by whom, and which record put it there."""
+
+    digest: Digest
+    version: str | None
+    since: dt.datetime
+    by: str
+    seq: int
+
+
+class LedgerState(Record):
+    environments: dict[str, EnvState] = Field(default_factory=dict)
+    latest_published: EnvState | None = None
+
+
+class LedgerRecord(Record):
+    """One event in a service's ledger. ``prev`` chains it to the record before."""
+
+    seq: int = Field(ge=1)
+    prev: Digest | None
+    service: str
+    event: LedgerEvent
+    environment: str | None = None
+    digest: Digest
+    version: str | None = None
+    actor: str
+    reason: str = ""
+    at: dt.datetime
+    idempotency_id: str = Field(min_length=1, max_length=200)
+    gates: list[dict[str, Any]] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)
+    #: The state after this event. Derived from the chain, kept here so that the current state of
+    #: a service costs one read; ``ledger verify`` re-derives and compares it.
+    state: LedgerState
+
+
+def apply_event(state: LedgerState, rec: LedgerRecord) -> LedgerState:
+    """The state that follows ``state`` once ``rec`` happened. Pure."""
+    entry = EnvState(digest=rec.digest, version=rec.version, since=rec.at, by=rec.actor, seq=rec.seq)
+    if rec.event == "published":
+        return state.model_copy(update={"latest_published": entry})
+    if rec.event in ("promoted", "rolled_back") and rec.environment:
+        envs = dict(state.environments)
+        envs[rec.environment] = entry
+        return state.model_copy(update={"environments": envs})
+    return state

@@ -1,0 +1,293 @@
+"""A thin layer over boto3's S3 client that speaks the product's errors.
+
+Every call goes through :meth:`S3.call`, which turns botocore's exceptions into
+:class:`~promotion.errors.PromotionError` subclasses with a message that says what to do, so
+nothing above this module needs to know botocore.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from promotion.config import StoreConfig
+from promotion.errors import AccessDenied, BucketNotFound, StoreError, StoreUnreachable
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+T = TypeVar("T")
+
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "403"}
+_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write lost: the key exists (``IfNoneMatch``) or changed (``IfMatch``)."""
+
+
+@dataclass(frozen=True)
+class Head:
+    size: int
+    etag: str
+    checksum_sha256: str | None
+    metadata: dict[str, str]
+
+
+def make_client(cfg: StoreConfig, *, max_attempts: int | None = None, pool: int = 32) -> S3Client:
+    """An S3 client for the configured endpoint, with botocore's standard retry mode.
+
+    Credentials come from the Prefect ``AwsCredentials`` block named in the config, or else from
+    the standard AWS chain (environment, profile, instance role).
+    """
+    if max_attempts is None:
+        max_attempts = int(os.environ.get("PROMOTION_S3_MAX_ATTEMPTS", "5"))
+    config = Config(
+        region_name=cfg.region,
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+        connect_timeout=5,
+        read_timeout=60,
+        max_pool_connections=pool,
+        # We verify content ourselves against the digest; a second hash in botocore is waste.
+        response_checksum_validation="when_required",
+        s3={"addressing_style": "path"} if cfg.endpoint_url else {},
+    )
+    endpoint = str(cfg.endpoint_url).rstrip("/") if cfg.endpoint_url else None
+    if cfg.credentials_block:
+        session = _session_from_block(cfg.credentials_block)
+    else:
+        session = boto3.session.Session()
+    return session.client("s3", endpoint_url=endpoint, config=config)
+
+
+def _session_from_block(name: str) -> boto3.session.Session:
+    """A boto3 session from a Prefect ``aws-credentials`` block (prefect-aws's AwsCredentials).
+
+    The block document is read through Prefect's API, so prefect-aws need not be installed (it
+    pins botocore tightly). Prefect is imported here only: it costs seconds to import.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    from promotion.errors import ConfigError
+
+    slug = "aws-credentials"
+    try:
+        with get_client(sync_client=True) as client:
+            doc = client.read_block_document_by_name(name=name, block_type_slug=slug, include_secrets=True)
+    except ObjectNotFound:
+        raise ConfigError(
+            "store.credentials_block",
+            [f"no {slug} block named {name!r} on the Prefect server; create it or unset credentials_block"],
+        ) from None
+    data = doc.data
+    kwargs: dict[str, Any] = {
+        "aws_access_key_id": data.get("aws_access_key_id"),
+        "aws_secret_access_key": _reveal(data.get("aws_secret_access_key")),
+        "aws_session_token": _reveal(data.get("aws_session_token")),
+        "profile_name": data.get("profile_name"),
+        "region_name": data.get("region_name"),
+    }
+    return boto3.session.Session(**{k: v for k, v in kwargs.items() if v})
+
+
+def _reveal(value: Any) -> str | None:
+    if value is None:
+        return None
+    getter = getattr(value, "get_secret_value", None)
+    return str(getter() if getter else value)
+
+
+class S3:
+    """Bucket-bound S3 operations raising product errors."""
+
+    def __init__(self, cfg: StoreConfig, client: S3Client | None = None) -> None:
+        self.cfg = cfg
+        self.bucket = cfg.bucket
+        self.prefix = cfg.prefix
+        self.client: S3Client = client or make_client(cfg)
+        self.endpoint = str(cfg.endpoint_url) if cfg.endpoint_url else f"s3.{cfg.region}.amazonaws.com"
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + "/".join(parts)
+
+    # -- error translation ----------------------------------------------------------------------
+
+    def call(self, operation: str, key: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except ClientError as exc:
+            raise self._translate(exc, operation, key) from None
+        except NoCredentialsError:
+            raise StoreError(
+                "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
+                "AWS_PROFILE), or name an AwsCredentials block in store.credentials_block"
+            ) from None
+        except (BotoConnectionError, ReadTimeoutError) as exc:
+            raise StoreUnreachable(self.endpoint, _short(exc)) from None
+        except BotoCoreError as exc:
+            raise StoreError(f"{operation} {key} failed: {_short(exc)}") from None
+
+    def _translate(self, exc: ClientError, operation: str, key: str) -> StoreError:
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code == "NoSuchBucket":
+            return BucketNotFound(self.bucket, self.endpoint)
+        if code in ("PreconditionFailed", "412") or status == 412:
+            return PreconditionFailed(f"{operation} {key}: precondition failed")
+        if code in _DENIED:
+            return AccessDenied(operation, f"s3://{self.bucket}/{key}")
+        if code == "BadDigest" or code == "InvalidDigest":
+            return StoreError(
+                f"{operation} {key}: the server refused the upload because the bytes it received "
+                "do not match their SHA-256 checksum (corrupted in transit). Retry the upload."
+            )
+        message = err.get("Message") or code or str(status)
+        return StoreError(f"{operation} s3://{self.bucket}/{key} failed: {code or status}: {message}")
+
+    # -- operations -------------------------------------------------------------------------------
+
+    def head(self, key: str) -> Head | None:
+        def do() -> Head | None:
+            try:
+                r = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            except ClientError as exc:
+                if _is_not_found(exc):
+                    return None
+                raise
+            return Head(
+                size=r["ContentLength"],
+                etag=r["ETag"],
+                checksum_sha256=r.get("ChecksumSHA256"),
+                metadata=r.get("Metadata", {}),
+            )
+
+        return self.call("HEAD", key, do)
+
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+
+        def do() -> bytes | None:
+            try:
+                r = self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _is_not_found(exc):
+                    return None
+                raise
+            return r["Body"].read()
+
+        return self.call("GET", key, do)
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        def do() -> tuple[bytes, str] | None:
+            try:
+                r = self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _is_not_found(exc):
+                    return None
+                raise
+            return r["Body"].read(), r["ETag"]
+
+        return self.call("GET", key, do)
+
+    def stream(self, key: str, chunk_size: int) -> Iterator[bytes] | None:
+        """Iterate over the object's bytes; None when it does not exist."""
+        try:
+            r = self.call("GET", key, lambda: self.client.get_object(Bucket=self.bucket, Key=key))
+        except StoreError as exc:
+            if "NoSuchKey" in str(exc):
+                return None
+            raise
+        body = r["Body"]
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                while True:
+                    chunk = self.call("GET", key, lambda: body.read(chunk_size))
+                    if not chunk:
+                        return
+                    yield chunk
+            finally:
+                body.close()
+
+        return chunks()
+
+    def put(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        create_only: bool = False,
+        checksum_sha256: str | None = None,
+        content_type: str = "application/octet-stream",
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Write an object. ``create_only`` sends ``If-None-Match: *``: PreconditionFailed if it exists."""
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": body,
+            "ContentType": content_type,
+        }
+        if create_only:
+            kwargs["IfNoneMatch"] = "*"
+        if checksum_sha256:
+            kwargs["ChecksumSHA256"] = checksum_sha256
+        else:
+            kwargs["ChecksumAlgorithm"] = "SHA256"
+        if metadata:
+            kwargs["Metadata"] = metadata
+        self.call("PUT", key, lambda: self.client.put_object(**kwargs))
+
+    def delete(self, key: str) -> None:
+        self.call("DELETE", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        """All keys under ``prefix`` in lexicographic order, page by page."""
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1000}
+            if token:
+                kwargs["ContinuationToken"] = token
+            elif start_after:
+                kwargs["StartAfter"] = start_after
+            page = self.call("LIST", prefix, lambda kw=kwargs: self.client.list_objects_v2(**kw))  # type: ignore[misc]
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+            if not page.get("IsTruncated"):
+                return
+            token = page.get("NextContinuationToken")
+
+    def check_bucket(self) -> None:
+        """Raise a clear error unless the bucket exists and is reachable with these credentials."""
+        self.call("HEAD bucket", "", lambda: self.client.head_bucket(Bucket=self.bucket))
+
+
+def _is_not_found(exc: ClientError) -> bool:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in _NOT_FOUND or (status == 404 and code != "NoSuchBucket")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:300]
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")

@@ -1,0 +1,91 @@
+"""Shared fixtures: one real SeaweedFS S3 server per test session, a fresh prefix per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from promotion.config import Pipeline, parse_pipeline
+from promotion.local_s3 import LocalS3
+from promotion.s3 import S3
+from promotion.store import ArtifactStore
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[LocalS3]:
+    with LocalS3(bucket="promotion-test") as server:
+        # boto3 and the CLI subprocesses read credentials from the standard environment.
+        saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = (
+            server.env()["AWS_ACCESS_KEY_ID"],
+            server.env()["AWS_SECRET_ACCESS_KEY"],
+        )
+        yield server
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+PIPELINE_TEMPLATE = """
+store:
+  endpoint_url: {endpoint}
+  bucket: {bucket}
+  prefix: {prefix}
+services:
+  - name: api
+  - name: web
+environments:
+  - name: dev
+  - name: staging
+  - name: prod
+"""
+
+
+def make_pipeline(endpoint: str, bucket: str, prefix: str) -> Pipeline:
+    return parse_pipeline(PIPELINE_TEMPLATE.format(endpoint=endpoint, bucket=bucket, prefix=prefix))
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A fresh key prefix: every test gets an empty store on the shared server."""
+    return f"t-{uuid.uuid4().hex[:12]}/"
+
+
+@pytest.fixture
+def pipeline(s3_server: LocalS3, prefix: str) -> Pipeline:
+    return make_pipeline(s3_server.endpoint_url, s3_server.bucket, prefix)
+
+
+@pytest.fixture
+def store(pipeline: Pipeline) -> ArtifactStore:
+    return ArtifactStore(pipeline)
+
+
+@pytest.fixture
+def s3(store: ArtifactStore) -> S3:
+    return store.s3
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, s3_server: LocalS3, prefix: str) -> Path:
+    path = tmp_path / "promotion.yaml"
+    path.write_text(
+        PIPELINE_TEMPLATE.format(endpoint=s3_server.endpoint_url, bucket=s3_server.bucket, prefix=prefix)
+    )
+    return path
+
+
+@pytest.fixture
+def shared_fixtures() -> Path:
+    if not SHARED_FIXTURES.is_dir():
+        pytest.skip("../shared/fixtures not present on this machine")
+    return SHARED_FIXTURES

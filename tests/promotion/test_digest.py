@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from promotion.digest import Digest
+from promotion.errors import InvalidDigest
+
+HELLO = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+
+
+def test_valid_digest_round_trips() -> None:
+    d = Digest(HELLO)
+    assert d == HELLO
+    assert d.hex == HELLO[7:]
+    assert d.short == HELLO[:19]
+    assert Digest.of_bytes(b"hello") == d
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "latest",
+        "v1.2.3",
+        HELLO.upper(),
+        HELLO[7:],  # no algorithm
+        "sha512:" + HELLO[7:],
+        HELLO[:-1],
+        HELLO + "0",
+        "sha256:" + "g" * 64,
+        " " + HELLO,
+        "",
+    ],
+)
+def test_malformed_digests_are_refused_with_the_expected_form(bad: str) -> None:
+    with pytest.raises(InvalidDigest) as exc:
+        Digest(bad)
+    assert "expected 'sha256:' followed by 64 lowercase hex characters" in str(exc.value)
+    assert repr(bad)[:20] in str(exc.value)
+
+
+def test_non_string_is_refused() -> None:
+    with pytest.raises(InvalidDigest):
+        Digest(123)
+
+
+def test_stream_hash_matches_hashlib_across_chunk_boundaries() -> None:
+    data = bytes(range(256)) * 40_000  # 10 MB, not a multiple of the chunk size
+    expected = "sha256:" + hashlib.sha256(data).hexdigest()
+    assert Digest.of_stream(io.BytesIO(data), chunk_size=1_000_003) == expected
+    assert Digest.of_chunks([data[:7], data[7:]]) == expected
+
+
+def test_pydantic_field_validation() -> None:
+    class M(BaseModel):
+        d: Digest
+
+    assert isinstance(M.model_validate({"d": HELLO}).d, Digest)
+    assert M.model_validate({"d": HELLO}).model_dump(mode="json") == {"d": HELLO}
+    with pytest.raises(ValidationError, match="64 lowercase hex"):
+        M.model_validate({"d": "sha256:abc"})

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promotion import store as store_mod
+from promotion.digest import Digest
+from promotion.errors import ArtifactConflict, ArtifactNotFound, DigestMismatch, EvidenceError
+from promotion.models import Provenance
+from promotion.store import ArtifactStore, parse_evidence
+
+PROV = Provenance(commit="abc123", build_url="https://ci.example/1", published_by="ci-bot")
+
+
+def count_requests(store: ArtifactStore) -> Counter[str]:
+    """Count the HTTP requests the client sends, by operation (an observer, not a patch)."""
+    seen: Counter[str] = Counter()
+
+    def on_send(request: Any, **_: Any) -> None:
+        seen[request.method] += 1
+
+    store.s3.client.meta.events.register("before-send.s3", on_send)
+    return seen
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("size", [0, 1, 1024 * 1024, store_mod.MULTIPART_THRESHOLD + 12345])
+def test_publish_fetch_round_trip(store: ArtifactStore, tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    f = write(tmp_path / "a.bin", data)
+    result = store.publish(f, service="api", version="1.0.0", provenance=PROV)
+    assert result.digest == Digest.of_bytes(data)
+    assert not result.already_published and result.uploaded_bytes == size
+    assert store.fetch_bytes(result.digest) == data
+    out = tmp_path / "out.bin"
+    assert store.fetch_to(result.digest, out) == size
+    assert out.read_bytes() == data
+    rec = store.record("api", result.digest)
+    assert (rec.size, rec.version, rec.provenance.commit) == (size, "1.0.0", "abc123")
+    assert store.verify_full(result.digest).ok
+    assert store.verify_cheap(result.digest, rec.s3_checksum).ok
+
+
+def test_multipart_blob_is_stored_under_its_digest_with_part_checksums(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
+    data = os.urandom(store_mod.PART_SIZE * 2 + 1)
+    result = store.publish(write(tmp_path / "big", data), service="api", version="2", provenance=PROV)
+    head = store.s3.head(store.blob_key(result.digest))
+    assert head is not None and head.size == len(data)
+    assert head.checksum_sha256 is not None and head.checksum_sha256.endswith("-3")  # 3 parts
+    assert head.metadata["sha256"] == result.digest.hex
+    assert result.record.s3_checksum == head.checksum_sha256
+
+
+def test_staged_upload_for_files_larger_than_memory_limit(
+    store: ArtifactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The memory limit is a setting (PROMOTION_PUBLISH_MEMORY_LIMIT); lower it for this store.
+    monkeypatch.setattr(store_mod, "MEMORY_LIMIT", 1024)
+    data = os.urandom(store_mod.PART_SIZE + 777)
+    result = store.publish(write(tmp_path / "big", data), service="api", version="3", provenance=PROV)
+    assert result.digest == Digest.of_bytes(data)
+    assert store.fetch_bytes(result.digest) == data
+    # nothing is left behind in the staging area
+    assert list(store.s3.list_keys(store.s3.key("uploads"))) == []
+
+
+def test_republish_uploads_nothing_and_writes_nothing(store: ArtifactStore, tmp_path: Path) -> None:
+    f = write(tmp_path / "a.bin", os.urandom(300_000))
+    ev = parse_evidence([f"junit={write(tmp_path / 'j.xml', b'<testsuite/>')}"])
+    first = store.publish(f, service="api", version="1.0", provenance=PROV, evidence=ev)
+    seen = count_requests(store)
+    again = store.publish(f, service="api", version="1.0", provenance=PROV, evidence=ev)
+    assert again.already_published and again.uploaded_bytes == 0
+    assert again.record == first.record
+    assert seen["PUT"] == 0 and seen["POST"] == 0, seen
+    assert len(store.ledger.records("api")) == 1
+
+
+def test_republish_with_other_metadata_is_a_conflict(store: ArtifactStore, tmp_path: Path) -> None:
+    f = write(tmp_path / "a.bin", b"same bytes")
+    store.publish(f, service="api", version="1.0", provenance=PROV)
+    with pytest.raises(ArtifactConflict, match="version: stored '1.0', given '1.1'"):
+        store.publish(f, service="api", version="1.1", provenance=PROV)
+    assert len(store.ledger.records("api")) == 1
+
+
+def test_evidence_is_stored_by_digest(store: ArtifactStore, tmp_path: Path) -> None:
+    junit = write(tmp_path / "junit.xml", b"<testsuite tests='1'/>")
+    cov = write(tmp_path / "coverage.json", b'{"totals": {}}')
+    ev = parse_evidence([f"junit={junit}", f"coverage={cov}"])
+    result = store.publish(
+        write(tmp_path / "a", b"x"), service="api", version="1", provenance=PROV, evidence=ev
+    )
+    refs = {e.kind: e for e in result.record.evidence}
+    assert refs["junit"].digest == Digest.of_bytes(junit.read_bytes())
+    assert refs["junit"].filename == "junit.xml"
+    assert store.fetch_bytes(refs["coverage"].digest) == cov.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("junit", "expected KIND=PATH"),
+        ("bogus=x.xml", "unknown kind 'bogus'; allowed: junit, coverage, sarif, perf, other"),
+        ("junit=/nonexistent/x.xml", "no such file /nonexistent/x.xml"),
+    ],
+)
+def test_bad_evidence_is_refused_before_anything_is_sent(spec: str, message: str) -> None:
+    with pytest.raises(EvidenceError, match=message):
+        parse_evidence([spec])
+
+
+def test_a_flipped_byte_in_the_stored_blob_is_caught(store: ArtifactStore, tmp_path: Path) -> None:
+    data = os.urandom(200_000)
+    result = store.publish(write(tmp_path / "a", data), service="api", version="1", provenance=PROV)
+    corrupted = bytearray(data)
+    corrupted[123_456] ^= 0x01
+    # Replace the object behind the product's back, keeping its metadata, as bit rot or a rogue
+    # writer would.
+    key = store.blob_key(result.digest)
+    store.s3.client.put_object(
+        Bucket=store.s3.bucket, Key=key, Body=bytes(corrupted), Metadata={"sha256": result.digest.hex}
+    )
+    actual = str(Digest.of_bytes(bytes(corrupted)))
+    with pytest.raises(DigestMismatch) as exc:
+        store.verify_full(result.digest)
+    assert exc.value.expected == result.digest and exc.value.actual == actual
+    assert result.digest in str(exc.value) and actual in str(exc.value)
+    with pytest.raises(DigestMismatch):
+        store.fetch_bytes(result.digest)
+    out = tmp_path / "out"
+    with pytest.raises(DigestMismatch):
+        store.fetch_to(result.digest, out)
+    assert not out.exists() and list(tmp_path.glob(".out*")) == []
+    with pytest.raises(DigestMismatch):
+        store.verify_cheap(result.digest, result.record.s3_checksum)
+
+
+def test_unknown_digest(store: ArtifactStore) -> None:
+    d = Digest.of_bytes(b"never published")
+    for fn in (store.fetch_bytes, store.verify_full, store.verify_cheap):
+        with pytest.raises(ArtifactNotFound, match="was never published"):
+            fn(d)
+    with pytest.raises(ArtifactNotFound):
+        store.record("api", d)
