@@ -232,7 +232,7 @@ def status(
             r["environment"],
             r["digest"] or "—",
             r["version"] or "",
-            (r["since"] or "").replace("+00:00", "Z"),
+            (r["since"] or "")[:19].replace("T", " ") + ("Z" if r["since"] else ""),
             r["by"] or "",
         )
     out.print(table)

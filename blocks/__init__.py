@@ -1,0 +1,1 @@
+"""Prefect blocks holding configuration and credentials."""

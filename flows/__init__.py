@@ -1,0 +1,1 @@
+"""Prefect flows that orchestrate promotions (the pipeline, per-stage subflows, rollback)."""
