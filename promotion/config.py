@@ -19,10 +19,11 @@ is allowed.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -82,6 +83,16 @@ def parse_duration(value: object) -> dt.timedelta:
 Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
 
 
+def format_duration(delta: dt.timedelta) -> str:
+    """``1d 2h 3m 4s`` style, as people write durations in the pipeline file."""
+    seconds = max(0, math.ceil(delta.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")) if n]
+    return " ".join(parts) or "0s"
+
+
 def _check_tz(value: str) -> str:
     try:
         ZoneInfo(value)
@@ -121,6 +132,8 @@ Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
 class TestsGate(GateBase):
     """JUnit XML test reports (pytest, Surefire, jest-junit, gotestsum, nextest...)."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class, despite the name
 
     kind: Literal["tests"]
     min_pass_rate: Rate = Field(default=1.0, description="passed / (tests - skipped), 0..1")

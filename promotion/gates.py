@@ -1,0 +1,731 @@
+"""Gate evaluators: pure functions from a gate's configuration and its evidence to a verdict.
+
+Nothing here touches S3, Prefect or the clock: evidence arrives as bytes, the current time as an
+argument. Every evaluator returns a frozen :class:`GateResult` and never raises for bad input:
+unreadable evidence yields a failed result with ``errored=True`` and the parser's message as
+the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict
+
+from promotion.config import (
+    CoverageGate,
+    Environment,
+    PerfGate,
+    PolicyGate,
+    ScanGate,
+    SoakGate,
+    TestsGate,
+    Window,
+    WindowGate,
+    format_duration,
+)
+from promotion.evidence import (
+    SARIF_LEVELS,
+    CoverageSummary,
+    EvidenceUnreadable,
+    PerfSummary,
+    ScanSummary,
+    TestSummary,
+    parse_coverage,
+    parse_junit,
+    parse_perf,
+    parse_sarif,
+)
+from promotion.models import ArtifactRecord, EnvState
+
+Value = float | int | str | None
+Values = dict[str, Value]
+S = TypeVar("S")
+
+#: How far ahead :func:`next_opening` looks. Windows repeat weekly, so if nothing opens within a
+#: week (plus slack for DST shifts) nothing ever will.
+OPENING_HORIZON = dt.timedelta(days=14)
+
+
+class GateResult(BaseModel):
+    """The verdict of one gate: what was measured, against which thresholds, and why."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    gate: str
+    kind: str
+    passed: bool
+    measured: dict[str, float | int | str | None]
+    thresholds: dict[str, float | int | str | None]
+    reasons: list[str]
+    errored: bool = False
+
+
+# --- shared helpers ---------------------------------------------------------------------------
+
+
+def _result(
+    gate: Any,
+    failures: list[str],
+    passes: list[str],
+    measured: Values,
+    thresholds: Values,
+) -> GateResult:
+    return GateResult(
+        gate=gate.name or gate.kind,
+        kind=gate.kind,
+        passed=not failures,
+        measured=measured,
+        thresholds=thresholds,
+        reasons=failures or passes,
+    )
+
+
+def _pct(rate: float) -> str:
+    return f"{rate:.2%}"
+
+
+def _names(items: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return f"{shown} and {len(items) - limit} more" if len(items) > limit else shown
+
+
+def _evaluate_reports(
+    gate: TestsGate | CoverageGate | ScanGate | PerfGate,
+    evidence_kind: str,
+    reports: Sequence[bytes],
+    parse: Callable[[bytes], S],
+    thresholds: Values,
+    judge: Callable[[list[S]], tuple[Values, list[str], list[str]]],
+) -> GateResult:
+    if isinstance(reports, bytes | bytearray | memoryview):
+        reports = [bytes(reports)]  # one report passed where a list was expected
+    if not reports:
+        if gate.required:
+            return _result(gate, [f"missing evidence: {evidence_kind}"], [], {"reports": 0}, thresholds)
+        return _result(gate, [], ["no evidence; gate not required"], {"reports": 0}, thresholds)
+    summaries: list[S] = []
+    problems: list[str] = []
+    for i, report in enumerate(reports, 1):
+        try:
+            summaries.append(parse(report))
+        except EvidenceUnreadable as exc:
+            problems.append(str(exc) if len(reports) == 1 else f"report {i} of {len(reports)}: {exc}")
+    if problems:
+        return GateResult(
+            gate=gate.name or gate.kind,
+            kind=gate.kind,
+            passed=False,
+            measured={"reports": len(reports), "unreadable": len(problems)},
+            thresholds=thresholds,
+            reasons=problems,
+            errored=True,
+        )
+    measured, failures, passes = judge(summaries)
+    measured["reports"] = len(summaries)
+    return _result(gate, failures, passes, measured, thresholds)
+
+
+# --- tests ------------------------------------------------------------------------------------
+
+
+def evaluate_tests(gate: TestsGate, reports: Sequence[bytes]) -> GateResult:
+    """JUnit XML reports (several are merged) against pass rate, failure/error caps and suites.
+
+    The pass rate is ``passed / (tests - skipped)``. A run in which no test executed has no pass
+    rate and fails unless ``min_pass_rate`` is 0.
+    """
+    thresholds: Values = {
+        "min_pass_rate": gate.min_pass_rate,
+        "max_failures": gate.max_failures,
+        "max_errors": gate.max_errors,
+        "required_suites": ", ".join(gate.required_suites) or None,
+    }
+
+    def judge(summaries: list[TestSummary]) -> tuple[Values, list[str], list[str]]:
+        tests = sum(s.tests for s in summaries)
+        passed = sum(s.passed for s in summaries)
+        failures = sum(s.failures for s in summaries)
+        errors = sum(s.errors for s in summaries)
+        skipped = sum(s.skipped for s in summaries)
+        suites = list(dict.fromkeys(name for s in summaries for name in s.suites))
+        failing = [name for s in summaries for name in s.failed_tests]
+        executed = tests - skipped
+        rate = passed / executed if executed else None
+        measured: Values = {
+            "tests": tests,
+            "passed": passed,
+            "failures": failures,
+            "errors": errors,
+            "skipped": skipped,
+            "pass_rate": rate,
+            "suites": ", ".join(suites) or None,
+        }
+        bad: list[str] = []
+        if rate is None:
+            if gate.min_pass_rate > 0:
+                what = "the reports contain no test cases" if not tests else f"all {tests} tests were skipped"
+                bad.append(f"no test executed ({what}); the pass rate cannot be computed")
+        elif rate < gate.min_pass_rate:
+            bad.append(
+                f"pass rate {_pct(rate)} ({passed}/{executed}) is below "
+                f"the minimum {_pct(gate.min_pass_rate)}"
+            )
+        if failures > gate.max_failures:
+            bad.append(
+                f"{failures} failed tests exceed the maximum of {gate.max_failures}"
+                + (f": {_names(failing)}" if failing else "")
+            )
+        if errors > gate.max_errors:
+            bad.append(f"{errors} tests with errors exceed the maximum of {gate.max_errors}")
+        for suite in gate.required_suites:
+            if suite not in suites:
+                bad.append(f"required suite {suite!r} is missing (present: {_names(suites) or 'none'})")
+        shown_rate = f" ({_pct(rate)})" if rate is not None else ""
+        good = [
+            f"{passed} of {executed} executed tests passed{shown_rate}, {skipped} skipped; "
+            f"{failures} failures (max {gate.max_failures}), {errors} errors (max {gate.max_errors})"
+        ]
+        if gate.required_suites:
+            good.append(f"required suites present: {', '.join(gate.required_suites)}")
+        return measured, bad, good
+
+    return _evaluate_reports(gate, "junit", reports, parse_junit, thresholds, judge)
+
+
+# --- coverage ---------------------------------------------------------------------------------
+
+
+def evaluate_coverage(gate: CoverageGate, reports: Sequence[bytes]) -> GateResult:
+    """Coverage reports (Cobertura, JaCoCo, coverage.py JSON, lcov) against minimum rates.
+
+    Several reports are merged by adding their line (and branch) counts. A branch minimum fails
+    when no report has branch data.
+    """
+    thresholds: Values = {"min_line_rate": gate.min_line_rate, "min_branch_rate": gate.min_branch_rate}
+
+    def judge(summaries: list[CoverageSummary]) -> tuple[Values, list[str], list[str]]:
+        lines_covered = sum(s.lines_covered for s in summaries)
+        lines_valid = sum(s.lines_valid for s in summaries)
+        with_branches = [s for s in summaries if s.branches_valid]
+        branches_covered = sum(s.branches_covered or 0 for s in with_branches)
+        branches_valid = sum(s.branches_valid or 0 for s in with_branches)
+        line_rate = lines_covered / lines_valid if lines_valid else None
+        branch_rate = branches_covered / branches_valid if branches_valid else None
+        measured: Values = {
+            "line_rate": line_rate,
+            "lines_covered": lines_covered,
+            "lines_valid": lines_valid,
+            "branch_rate": branch_rate,
+            "branches_covered": branches_covered if with_branches else None,
+            "branches_valid": branches_valid if with_branches else None,
+            "format": ", ".join(dict.fromkeys(s.format for s in summaries)),
+        }
+        bad: list[str] = []
+        good: list[str] = []
+        if gate.min_line_rate is not None:
+            if line_rate is None:
+                bad.append("the coverage report measures no lines")
+            elif line_rate < gate.min_line_rate:
+                bad.append(
+                    f"line coverage {_pct(line_rate)} ({lines_covered}/{lines_valid}) is below "
+                    f"the minimum {_pct(gate.min_line_rate)}"
+                )
+            else:
+                good.append(
+                    f"line coverage {_pct(line_rate)} ({lines_covered}/{lines_valid}) meets "
+                    f"the minimum {_pct(gate.min_line_rate)}"
+                )
+        if gate.min_branch_rate is not None:
+            if branch_rate is None:
+                bad.append(
+                    "the coverage report has no branch data; measure branches (e.g. "
+                    "`coverage run --branch`) or drop min_branch_rate"
+                )
+            elif branch_rate < gate.min_branch_rate:
+                bad.append(
+                    f"branch coverage {_pct(branch_rate)} ({branches_covered}/{branches_valid}) is "
+                    f"below the minimum {_pct(gate.min_branch_rate)}"
+                )
+            else:
+                good.append(
+                    f"branch coverage {_pct(branch_rate)} ({branches_covered}/{branches_valid}) "
+                    f"meets the minimum {_pct(gate.min_branch_rate)}"
+                )
+        return measured, bad, good
+
+    return _evaluate_reports(gate, "coverage", reports, parse_coverage, thresholds, judge)
+
+
+# --- scan -------------------------------------------------------------------------------------
+
+
+def evaluate_scan(gate: ScanGate, reports: Sequence[bytes]) -> GateResult:
+    """SARIF logs against per-level maximums and a maximum security severity.
+
+    Counted are the findings of the configured ``tools`` (case-insensitive; every tool when the
+    list is empty) whose rule is not in ``allow_rules`` and which are neither suppressed nor
+    ``baselineState: absent`` (fixed since the baseline). A configured tool without any run in
+    the reports fails the gate, as does a run that did not complete.
+    """
+    thresholds: Values = {f"max_{level}": gate.max_findings[level] for level in gate.max_findings}
+    thresholds["max_security_severity"] = gate.max_security_severity
+    thresholds["tools"] = ", ".join(gate.tools) or None
+    thresholds["allow_rules"] = ", ".join(gate.allow_rules) or None
+    wanted = {t.casefold() for t in gate.tools}
+    allowed = set(gate.allow_rules)
+
+    def selected(tool: str) -> bool:
+        return not wanted or tool.casefold() in wanted
+
+    def judge(summaries: list[ScanSummary]) -> tuple[Values, list[str], list[str]]:
+        tools = list(dict.fromkeys(t for s in summaries for t in s.tools))
+        findings = [f for s in summaries for f in s.findings if selected(f.tool)]
+        counted = [
+            f
+            for f in findings
+            if f.rule_id not in allowed and not f.suppressed and f.baseline_state != "absent"
+        ]
+        by_level = {level: [f for f in counted if f.level == level] for level in SARIF_LEVELS}
+        severities = [f.security_severity for f in counted if f.security_severity is not None]
+        measured: Values = {level: len(by_level[level]) for level in SARIF_LEVELS}
+        measured.update(
+            {
+                "findings": len(counted),
+                "ignored": len(findings) - len(counted),
+                "max_security_severity": max(severities, default=None),
+                "tools": ", ".join(tools) or None,
+            }
+        )
+        bad: list[str] = []
+        present = {t.casefold() for t in tools}
+        for tool in gate.tools:
+            if tool.casefold() not in present:
+                bad.append(f"no SARIF run from tool {tool!r} (tools present: {', '.join(tools) or 'none'})")
+        for run in (r for s in summaries for r in s.incomplete):
+            if selected(run.tool):
+                bad.append(f"incomplete scan from {run.tool}: {run.reason}")
+        for level, limit in gate.max_findings.items():
+            hits = by_level[level]
+            if len(hits) > limit:
+                rules = list(dict.fromkeys(f.rule_id for f in hits))
+                bad.append(f"{len(hits)} {level} findings exceed the maximum of {limit}: {_names(rules)}")
+        if gate.max_security_severity is not None:
+            over = [
+                f
+                for f in counted
+                if f.security_severity is not None and f.security_severity > gate.max_security_severity
+            ]
+            if over:
+                worst = sorted(over, key=lambda f: -(f.security_severity or 0.0))
+                shown = list(dict.fromkeys(f"{f.rule_id} ({f.security_severity:g})" for f in worst))
+                bad.append(
+                    f"{len(over)} findings exceed security severity {gate.max_security_severity:g}: "
+                    f"{_names(shown)}"
+                )
+        limits = ", ".join(f"{len(by_level[lv])} {lv} (max {n})" for lv, n in gate.max_findings.items())
+        good = [
+            f"{len(counted)} findings from {', '.join(tools) or 'no tool'}: {limits or 'no level limits'}"
+        ]
+        if gate.max_security_severity is not None:
+            top = max(severities, default=None)
+            good.append(
+                f"highest security severity {top:g} (max {gate.max_security_severity:g})"
+                if top is not None
+                else f"no finding carries a security severity (max {gate.max_security_severity:g})"
+            )
+        return measured, bad, good
+
+    return _evaluate_reports(gate, "sarif", reports, parse_sarif, thresholds, judge)
+
+
+# --- performance ------------------------------------------------------------------------------
+
+
+def evaluate_perf(gate: PerfGate, reports: Sequence[bytes]) -> GateResult:
+    """Load-test summaries (k6, Locust) against latency SLOs, error rate and request volume.
+
+    Several reports are merged: requests and failures add up, a percentile is the worst of the
+    reports. A report that lacks a percentile the gate has an SLO for fails the gate (with a
+    reason), as does any failed k6 threshold.
+    """
+    thresholds: Values = {
+        "p95_ms": gate.p95_ms,
+        "p99_ms": gate.p99_ms,
+        "max_error_rate": gate.max_error_rate,
+        "min_requests": gate.min_requests,
+    }
+
+    def judge(summaries: list[PerfSummary]) -> tuple[Values, list[str], list[str]]:
+        many = len(summaries) > 1
+
+        def label(i: int, s: PerfSummary) -> str:
+            return f"report {i} ({s.format})" if many else f"the {s.format} report"
+
+        requests = (
+            None if any(s.requests is None for s in summaries) else sum(s.requests or 0 for s in summaries)
+        )
+        error_rate: float | None = None
+        failures: int | None = None
+        if all(s.failures is not None and s.requests is not None for s in summaries):
+            failures = sum(s.failures or 0 for s in summaries)
+            error_rate = failures / requests if requests else None
+        elif not many:
+            error_rate = summaries[0].error_rate
+        p95 = [s.p95_ms for s in summaries]
+        p99 = [s.p99_ms for s in summaries]
+        measured: Values = {
+            "requests": requests,
+            "failures": failures,
+            "error_rate": error_rate,
+            "p95_ms": None if None in p95 else max(x or 0.0 for x in p95),
+            "p99_ms": None if None in p99 else max(x or 0.0 for x in p99),
+            "failed_thresholds": len([t for s in summaries for t in s.failed_thresholds]),
+            "format": ", ".join(dict.fromkeys(s.format for s in summaries)),
+        }
+        bad: list[str] = []
+        good: list[str] = []
+        for name, slo, values in (("p95", gate.p95_ms, p95), ("p99", gate.p99_ms, p99)):
+            if slo is None:
+                continue
+            for i, (s, value) in enumerate(zip(summaries, values, strict=True), 1):
+                if value is None:
+                    hint = " (add it to k6's summaryTrendStats)" if s.format.startswith("k6") else ""
+                    bad.append(
+                        f"{label(i, s)} has no {name}{hint}; the {name} SLO of {slo:g} ms cannot be checked"
+                    )
+            present = [v for v in values if v is not None]
+            if present and max(present) > slo:
+                bad.append(f"{name} latency {max(present):.1f} ms exceeds the SLO of {slo:g} ms")
+            elif present and None not in values:
+                good.append(f"{name} latency {max(present):.1f} ms within the SLO of {slo:g} ms")
+        if gate.max_error_rate is not None:
+            if error_rate is None:
+                lacking = [label(i, s) for i, s in enumerate(summaries, 1) if s.error_rate is None]
+                bad.append(
+                    f"{', '.join(lacking) or 'a report'} has no error rate (no http_req_failed metric); "
+                    f"the maximum error rate of {_pct(gate.max_error_rate)} cannot be checked"
+                )
+            elif error_rate > gate.max_error_rate:
+                counts = f" ({failures}/{requests} requests failed)" if failures is not None else ""
+                bad.append(
+                    f"error rate {_pct(error_rate)}{counts} exceeds the maximum {_pct(gate.max_error_rate)}"
+                )
+            else:
+                good.append(f"error rate {_pct(error_rate)} within the maximum {_pct(gate.max_error_rate)}")
+        if gate.min_requests > 0:
+            if requests is None:
+                bad.append(
+                    f"the report has no request count; the minimum of {gate.min_requests} cannot be checked"
+                )
+            elif requests < gate.min_requests:
+                bad.append(f"only {requests} requests were made; the minimum is {gate.min_requests}")
+            else:
+                good.append(f"{requests} requests (minimum {gate.min_requests})")
+        for i, s in enumerate(summaries, 1):
+            for threshold in s.failed_thresholds:
+                where = f" in report {i}" if many else ""
+                bad.append(f"k6 threshold failed{where}: {threshold}")
+        return measured, bad, good or ["no perf limits configured"]
+
+    return _evaluate_reports(gate, "perf", reports, parse_perf, thresholds, judge)
+
+
+# --- soak -------------------------------------------------------------------------------------
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    # Naive datetimes are taken as UTC: everything this product stores is UTC.
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
+
+
+def evaluate_soak(
+    gate: SoakGate,
+    previous: EnvState | None,
+    previous_env: str | None,
+    now: dt.datetime,
+    *,
+    digest: str | None = None,
+) -> GateResult:
+    """Whether the digest has run in the previous environment for at least ``min_duration``.
+
+    ``previous`` is the previous environment's state (None when nothing runs there). When
+    ``digest`` is given, a previous environment that runs a different digest does not count.
+    The first environment (``previous_env`` None) has nothing to soak in and passes.
+    """
+    thresholds: Values = {
+        "min_duration": format_duration(gate.min_duration),
+        "min_duration_s": gate.min_duration.total_seconds(),
+    }
+    if previous_env is None:
+        return _result(
+            gate, [], ["first environment: there is no previous environment to soak in"], {}, thresholds
+        )
+    measured: Values = {"previous_env": previous_env}
+    if previous is None or (digest is not None and str(previous.digest) != str(digest)):
+        if previous is None:
+            missing = f"the digest never ran in {previous_env} (nothing runs there); promote it there first"
+        else:
+            missing = f"{previous_env} runs {previous.digest.short}, not this digest; promote it there first"
+        if not gate.required:
+            return _result(gate, [], [f"{missing}; gate not required"], measured, thresholds)
+        return _result(
+            gate,
+            [f"{missing}, then let it soak {format_duration(gate.min_duration)}"],
+            [],
+            measured,
+            thresholds,
+        )
+    since = _utc(previous.since)
+    elapsed = _utc(now) - since
+    met_at = since + gate.min_duration
+    measured.update(
+        {
+            "since": since.isoformat(),
+            "soaked_s": elapsed.total_seconds(),
+            "met_at": met_at.isoformat(),
+        }
+    )
+    if elapsed >= gate.min_duration:
+        return _result(
+            gate,
+            [],
+            [
+                f"soaked {format_duration(elapsed)} in {previous_env} since {since.isoformat()} "
+                f"(minimum {format_duration(gate.min_duration)})"
+            ],
+            measured,
+            thresholds,
+        )
+    return _result(
+        gate,
+        [
+            f"soaked only {format_duration(elapsed)} in {previous_env} "
+            f"(minimum {format_duration(gate.min_duration)}): "
+            f"{format_duration(gate.min_duration - elapsed)} remaining, met at {met_at.isoformat()} (UTC)"
+        ],
+        [],
+        measured,
+        thresholds,
+    )
+
+
+# --- windows ----------------------------------------------------------------------------------
+
+_WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+
+
+def _label(window: Window) -> str:
+    return f"{window.start_day} {window.start} → {window.end_day} {window.end} {window.timezone}"
+
+
+def _at_wall(wall: dt.datetime, tz: ZoneInfo) -> dt.datetime:
+    """The first instant at which the clocks in ``tz`` show ``wall`` or later.
+
+    Weekly windows are wall-clock times, so DST is handled by resolving each occurrence on its
+    own date. In the repeated hour of a fall-back night the first occurrence is taken; a time in
+    the skipped hour of a spring-forward night resolves to the moment the clock jumps over it.
+    """
+    first = wall.replace(tzinfo=tz, fold=0)
+    second = wall.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return first
+    a, b = sorted((first.astimezone(dt.UTC), second.astimezone(dt.UTC)))
+    # Through UTC: astimezone() to the datetime's own zone returns it unchanged.
+    if a.astimezone(tz).replace(tzinfo=None) == wall:
+        return a.astimezone(tz)
+    # Skipped time: bisect (to the second) for the transition between the two readings.
+    lo, hi = int(a.timestamp()), math.ceil(b.timestamp())
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if dt.datetime.fromtimestamp(mid, tz).replace(tzinfo=None) >= wall:
+            hi = mid
+        else:
+            lo = mid
+    return dt.datetime.fromtimestamp(hi, tz)
+
+
+def _occurrences(window: Window, now: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
+    """[start, end) instants of the window's weekly occurrences around ``now``.
+
+    From the week before ``now`` (a window may wrap into this week) to well past
+    :data:`OPENING_HORIZON`.
+    """
+    tz = ZoneInfo(window.timezone)
+    local = now.astimezone(tz)
+    monday = local.date() - dt.timedelta(days=local.weekday())
+    h1, m1 = (int(x) for x in window.start.split(":"))
+    h2, m2 = (int(x) for x in window.end.split(":"))
+    spans = []
+    for week in range(-1, OPENING_HORIZON.days // 7 + 2):
+        base = monday + dt.timedelta(weeks=week)
+        start_day = base + dt.timedelta(days=_WEEKDAYS[window.start_day])
+        end_day = base + dt.timedelta(days=_WEEKDAYS[window.end_day])
+        start = dt.datetime.combine(start_day, dt.time(h1, m1))
+        end = dt.datetime.combine(end_day, dt.time(h2, m2))
+        # An end at or before the start wraps into the next week (fri 16:00 → mon 08:00); equal
+        # start and end make a window that spans the whole week.
+        if end <= start:
+            end += dt.timedelta(days=7)
+        spans.append((_at_wall(start, tz), _at_wall(end, tz)))
+    return spans
+
+
+def _inside(spans: Iterable[tuple[dt.datetime, dt.datetime]], moment: dt.datetime) -> bool:
+    return any(start <= moment < end for start, end in spans)
+
+
+class _Schedule:
+    """The occurrences of a gate's windows around one moment, and questions about them."""
+
+    def __init__(self, gate: WindowGate, now: dt.datetime) -> None:
+        self.deny = [(w, _occurrences(w, now)) for w in gate.deny]
+        self.allow = [(w, _occurrences(w, now)) for w in gate.allow]
+
+    def denying(self, moment: dt.datetime) -> list[Window]:
+        return [w for w, spans in self.deny if _inside(spans, moment)]
+
+    def outside_allow(self, moment: dt.datetime) -> bool:
+        return bool(self.allow) and not any(_inside(spans, moment) for _, spans in self.allow)
+
+    def blocked(self, moment: dt.datetime) -> bool:
+        return bool(self.denying(moment)) or self.outside_allow(moment)
+
+    def first(
+        self, now: dt.datetime, candidates: list[tuple[dt.datetime, Window]], want_blocked: bool
+    ) -> dt.datetime | None:
+        limit = now + OPENING_HORIZON
+        for moment, window in sorted((c for c in candidates if now < c[0] <= limit), key=lambda c: c[0]):
+            if self.blocked(moment) == want_blocked:
+                return moment.astimezone(ZoneInfo(window.timezone))
+        return None
+
+    def opening(self, now: dt.datetime) -> dt.datetime | None:
+        # Promotion can only become possible where a freeze ends or an allow window starts.
+        candidates = [(end, w) for w, spans in self.deny for _, end in spans]
+        candidates += [(start, w) for w, spans in self.allow for start, _ in spans]
+        return self.first(now, candidates, want_blocked=False)
+
+    def closing(self, now: dt.datetime) -> dt.datetime | None:
+        candidates = [(start, w) for w, spans in self.deny for start, _ in spans]
+        candidates += [(end, w) for w, spans in self.allow for _, end in spans]
+        return self.first(now, candidates, want_blocked=True)
+
+
+def next_opening(gate: WindowGate, now: dt.datetime) -> dt.datetime | None:
+    """The earliest moment at or after ``now`` at which the gate's windows allow promotion.
+
+    ``now`` itself when promotion is allowed now; None when nothing opens within
+    :data:`OPENING_HORIZON` (the windows never allow promotion). The moment is expressed in the
+    time zone of the window whose boundary it is.
+    """
+    now = _utc(now)
+    schedule = _Schedule(gate, now)
+    return now if not schedule.blocked(now) else schedule.opening(now)
+
+
+def evaluate_window(gate: WindowGate, now: dt.datetime) -> GateResult:
+    """Whether ``now`` is outside every deny window and, when allow windows exist, inside one.
+
+    A failing reason names the blocking window and the next moment promotion becomes possible,
+    e.g. ``inside freeze fri 16:00 → mon 08:00 Europe/Berlin; opens 2026-11-30T08:00:00+01:00``.
+    """
+    now = _utc(now)
+    schedule = _Schedule(gate, now)
+    thresholds: Values = {
+        "deny": "; ".join(_label(w) for w in gate.deny) or None,
+        "allow": "; ".join(_label(w) for w in gate.allow) or None,
+    }
+    measured: Values = {"now": now.isoformat(timespec="seconds")}
+    if schedule.blocked(now):
+        opens = schedule.opening(now)
+        when = (
+            f"opens {opens.isoformat(timespec='seconds')}"
+            if opens
+            else f"does not open within {OPENING_HORIZON.days} days: the windows never allow promotion"
+        )
+        measured["next_opening"] = opens.isoformat(timespec="seconds") if opens else None
+        bad = [f"inside freeze {_label(w)}; {when}" for w in schedule.denying(now)]
+        if schedule.outside_allow(now):
+            allowed = "; ".join(_label(w) for w in gate.allow)
+            bad.append(f"outside every allow window ({allowed}); {when}")
+        return _result(gate, bad, [], measured, thresholds)
+    closes = schedule.closing(now)
+    measured["closes"] = closes.isoformat(timespec="seconds") if closes else None
+    good = [f"not inside any freeze ({'; '.join(_label(w) for w in gate.deny)})"] if gate.deny else []
+    good += [f"inside allow window {_label(w)}" for w, spans in schedule.allow if _inside(spans, now)]
+    if closes:
+        good.append(f"open until {closes.isoformat(timespec='seconds')}")
+    return _result(gate, [], good, measured, thresholds)
+
+
+# --- policy -----------------------------------------------------------------------------------
+
+
+def _same(expected: object, actual: object) -> bool:
+    # bool is an int in Python (True == 1); a blueprint's `debug: false` must not accept `0`.
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return isinstance(expected, bool) and isinstance(actual, bool) and expected == actual
+    if isinstance(expected, int | float) and isinstance(actual, int | float):
+        return expected == actual
+    return type(expected) is type(actual) and expected == actual
+
+
+def evaluate_policy(gate: PolicyGate, artifact: ArtifactRecord, env: Environment) -> GateResult:
+    """Provenance completeness and the environment's blueprint.
+
+    Every field in ``require_provenance`` must be present and non-blank. With a blueprint, each
+    blueprint setting must equal the target's unless the key is ``overridable``; a target
+    setting that is neither a blueprint setting nor overridable is an undeclared override.
+    """
+    blueprint = env.blueprint
+    thresholds: Values = {
+        "require_provenance": ", ".join(gate.require_provenance) or None,
+        "blueprint_settings": len(blueprint.settings) if blueprint else None,
+        "overridable": ", ".join(blueprint.overridable) or None if blueprint else None,
+    }
+    measured: Values = {}
+    bad: list[str] = []
+    good: list[str] = []
+    for field in gate.require_provenance:
+        value = getattr(artifact.provenance, field)
+        measured[field] = value
+        if value is None:
+            bad.append(f"provenance.{field} is missing")
+        elif not str(value).strip():
+            bad.append(f"provenance.{field} is empty")
+    if gate.require_provenance and not bad:
+        good.append(f"provenance has {', '.join(gate.require_provenance)}")
+    if blueprint is None:
+        good.append(f"environment {env.name} has no blueprint")
+        return _result(gate, bad, good, measured, thresholds)
+    actual = env.target.settings
+    overridable = set(blueprint.overridable)
+    mismatched = undeclared = 0
+    for key, expected in blueprint.settings.items():
+        if key in overridable:
+            continue
+        if key not in actual:
+            mismatched += 1
+            bad.append(f"setting {key!r} is missing: the blueprint requires {expected!r}")
+        elif not _same(expected, actual[key]):
+            mismatched += 1
+            bad.append(f"setting {key!r}: expected {expected!r} (blueprint), actual {actual[key]!r} (target)")
+    for key, value in actual.items():
+        if key not in blueprint.settings and key not in overridable:
+            undeclared += 1
+            bad.append(
+                f"setting {key!r} = {value!r} is an undeclared override: it is neither a blueprint "
+                "setting nor listed in blueprint.overridable"
+            )
+    measured.update({"settings": len(actual), "mismatched": mismatched, "undeclared": undeclared})
+    overrides = ", ".join(sorted(k for k in actual if k in overridable)) or "none"
+    good.append(
+        f"target settings match the blueprint of {env.name} "
+        f"({len(blueprint.settings)} settings; overridden: {overrides})"
+    )
+    return _result(gate, bad, good, measured, thresholds)
