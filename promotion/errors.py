@@ -201,3 +201,26 @@ class ApprovalRejected(PromotionError):
         self.by = by
         self.reason = reason
         super().__init__(f"promotion to {environment} rejected by {by}: {reason}")
+
+
+class VerificationFailed(PromotionError):
+    """Post-deploy live checks failed; the environment was put back where it was."""
+
+    def __init__(self, environment: str, reasons: Sequence[str], restored: str | None) -> None:
+        self.environment = environment
+        self.reasons = list(reasons)
+        self.restored = restored
+        after = (
+            f"rolled back to {restored}"
+            if restored
+            else "there was no earlier digest to roll back to: fix forward or roll back by hand"
+        )
+        super().__init__(f"verification of {environment} failed ({'; '.join(self.reasons)}); {after}")
+
+
+class RollbackRefused(PromotionError):
+    """A rollback target that was never deployed in the environment, or nothing to roll back."""
+
+
+class SetupRequired(PromotionError):
+    """A resource that ``promote setup`` creates is missing."""

@@ -1,0 +1,96 @@
+"""Run one gate against everything it may look at. Pure apart from the evidence loader.
+
+The Prefect gate task and ``promote plan`` both call :func:`evaluate`; it never raises: a gate
+that cannot be evaluated fails, with the error as its reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from promotion import gates as g
+from promotion.config import (
+    CoverageGate,
+    Environment,
+    Gate,
+    PerfGate,
+    PolicyGate,
+    ScanGate,
+    SoakGate,
+    TestsGate,
+    WindowGate,
+)
+from promotion.digest import Digest
+from promotion.errors import PromotionError
+from promotion.gates import GateResult
+from promotion.models import ArtifactRecord, EnvState, EvidenceRef
+
+#: The evidence kind attached at publish that each evidence gate reads.
+EVIDENCE_FOR = {"tests": "junit", "coverage": "coverage", "scan": "sarif", "perf": "perf"}
+#: Evidence files larger than this are refused before download.
+MAX_EVIDENCE_BYTES = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class GateContext:
+    service: str
+    digest: Digest
+    environment: Environment
+    artifact: ArtifactRecord
+    #: The environment before this one in the pipeline, and what runs there now.
+    previous_env: str | None
+    previous: EnvState | None
+    now: dt.datetime
+    load_evidence: Callable[[EvidenceRef], bytes]
+
+
+def evaluate(gate: Gate, ctx: GateContext) -> GateResult:
+    """Evaluate a pre-deploy gate. Live gates (http, prometheus) run after deploy instead."""
+    try:
+        return _dispatch(gate, ctx)
+    except PromotionError as exc:
+        return errored(gate.name or gate.kind, gate.kind, f"{type(exc).__name__}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a gate must fail, never crash the flow
+        return errored(gate.name or gate.kind, gate.kind, f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def errored(name: str, kind: str, reason: str) -> GateResult:
+    return GateResult(
+        gate=name, kind=kind, passed=False, measured={}, thresholds={}, reasons=[reason], errored=True
+    )
+
+
+def _reports(kind: str, ctx: GateContext) -> list[bytes]:
+    return [ctx.load_evidence(ref) for ref in ctx.artifact.evidence if ref.kind == kind]
+
+
+def _dispatch(gate: Gate, ctx: GateContext) -> GateResult:
+    if isinstance(gate, TestsGate):
+        return g.evaluate_tests(gate, _reports("junit", ctx))
+    if isinstance(gate, CoverageGate):
+        return g.evaluate_coverage(gate, _reports("coverage", ctx))
+    if isinstance(gate, ScanGate):
+        return g.evaluate_scan(gate, _reports("sarif", ctx))
+    if isinstance(gate, PerfGate):
+        return g.evaluate_perf(gate, _reports("perf", ctx))
+    if isinstance(gate, SoakGate):
+        return g.evaluate_soak(gate, ctx.previous, ctx.previous_env, ctx.now, digest=str(ctx.digest))
+    if isinstance(gate, WindowGate):
+        return g.evaluate_window(gate, ctx.now)
+    if isinstance(gate, PolicyGate):
+        return g.evaluate_policy(gate, ctx.artifact, ctx.environment)
+    return errored(gate.name or gate.kind, gate.kind, f"{gate.kind} is a live check: it runs after deploy")
+
+
+def pre_deploy_gates(env: Environment) -> list[Gate]:
+    from promotion.config import LIVE_GATE_KINDS
+
+    return [gate for gate in env.gates if gate.kind not in LIVE_GATE_KINDS]
+
+
+def live_gates(env: Environment) -> list[Gate]:
+    from promotion.config import LIVE_GATE_KINDS
+
+    return [gate for gate in env.gates if gate.kind in LIVE_GATE_KINDS]
