@@ -347,6 +347,227 @@ def config_validate(
     )
 
 
+# --- promoting (these talk to Prefect, so they import it inside) --------------------------------------
+
+
+@app.command()
+def plan(
+    service: Annotated[str, typer.Argument(help="Service.", show_default=False)],
+    digest: Annotated[str, typer.Argument(help="sha256:<hex> to promote.", show_default=False)],
+    to: Annotated[str | None, typer.Option("--to", help="Stop after this environment.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Say what a promotion would do, stage by stage, and when; change nothing."""
+    from promotion.digest import Digest
+    from promotion.plan import plan as make_plan
+
+    store = _store()
+    p = make_plan(store, service, Digest(digest), to=to)
+    if as_json:
+        _emit_json(p.as_dict())
+        return
+    out.print(f"{service} {p.digest} (version {p.version or 'n/a'}); reached: {p.reached or 'none'}")
+    if not p.stages:
+        out.print(p.summary())
+        return
+    for s in p.stages:
+        when = f" — earliest {_when(s.earliest)}" if s.earliest else ""
+        out.print(f"\n[bold]{s.environment}[/bold]: {s.action.replace('_', ' ')}{when}")
+        if s.approval:
+            out.print(f"  approval: {s.approval}")
+        for r in s.gates:
+            mark = "pass" if r.passed else ("ERROR" if r.errored else "FAIL")
+            out.print(f"  {mark:5} {r.gate}: {'; '.join(r.reasons)}")
+        for reason in s.reasons if not s.gates else []:
+            out.print(f"  {reason}")
+
+
+def _prefect_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+
+    return (httpx.ConnectError, httpx.ConnectTimeout)
+
+
+def _api_url() -> str:
+    from prefect.settings import PREFECT_API_URL
+
+    return str(PREFECT_API_URL.value() or "(ephemeral: PREFECT_API_URL is not set)")
+
+
+@app.command()
+def run(
+    service: Annotated[str, typer.Argument(help="Service.", show_default=False)],
+    digest: Annotated[str, typer.Argument(help="sha256:<hex> to promote.", show_default=False)],
+    to: Annotated[str | None, typer.Option("--to", help="Stop after this environment.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate every gate, change nothing.")] = False,
+    actor: Annotated[str | None, typer.Option("--as", help="Who requests the promotion.")] = None,
+) -> None:
+    """Run the promotion pipeline against the configured Prefect API (PREFECT_API_URL)."""
+    from promotion import identity
+    from promotion.digest import Digest
+
+    Digest(digest)
+    _pipeline().service(service)
+    from flows.pipeline import promote_pipeline
+
+    try:
+        final = promote_pipeline(
+            service=service,
+            digest=digest,
+            to=to,
+            dry_run=dry_run,
+            requested_by=identity.current_actor(actor),
+            config=str(state.config) if state.config else None,
+            return_state=True,
+        )
+    except _prefect_errors() as exc:
+        from promotion.errors import PrefectUnreachable
+
+        raise PrefectUnreachable(_api_url(), str(exc)) from None
+    out.print(final.message or final.type.value)
+    if not final.is_completed():
+        raise typer.Exit(1)
+
+
+def _decide(flow_run_id: str, decision: str, approver: str, reason: str) -> str:
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+    from prefect.flow_runs import resume_flow_run
+
+    from promotion.errors import PromotionError, UsageError
+
+    try:
+        run_id = uuid.UUID(flow_run_id)
+    except ValueError:
+        raise UsageError(
+            f"{flow_run_id!r} is not a flow run id (a UUID, as shown in the Prefect UI)"
+        ) from None
+    try:
+        with get_client(sync_client=True) as client:
+            try:
+                flow_run = client.read_flow_run(run_id)
+            except ObjectNotFound:
+                raise UsageError(f"no flow run {run_id} on {_api_url()}") from None
+            target = flow_run
+            if not (flow_run.state and flow_run.state.is_paused()):
+                # Given the pipeline run: the stage subflow is the one that waits.
+                children = client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]),
+                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+                    )
+                )
+                if not children:
+                    now = flow_run.state.name if flow_run.state else "unknown"
+                    raise PromotionError(f"flow run {run_id} is not waiting for approval (it is {now})")
+                target = children[0]
+        try:
+            resume_flow_run(
+                target.id, run_input={"decision": decision, "approver": approver, "reason": reason}
+            )
+        except RuntimeError as exc:
+            raise PromotionError(f"Prefect refused the decision for {target.id}: {exc}") from None
+    except _prefect_errors() as exc:
+        from promotion.errors import PrefectUnreachable
+
+        raise PrefectUnreachable(_api_url(), str(exc)) from None
+    return str(target.id)
+
+
+@app.command()
+def approve(
+    flow_run_id: Annotated[str, typer.Argument(help="The paused stage run (or its pipeline run).")],
+    approver: Annotated[str, typer.Option("--as", help="Your name, as listed in the pipeline file.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger).")] = "",
+) -> None:
+    """Approve a promotion waiting in a paused stage, through Prefect's API."""
+    target = _decide(flow_run_id, "approve", approver, reason)
+    out.print(f"approval by {approver} sent to {target}; the run checks it against the approval policy")
+
+
+@app.command()
+def reject(
+    flow_run_id: Annotated[str, typer.Argument(help="The paused stage run (or its pipeline run).")],
+    approver: Annotated[str, typer.Option("--as", help="Your name, as listed in the pipeline file.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (required; recorded in the ledger).")],
+) -> None:
+    """Reject a promotion waiting in a paused stage, through Prefect's API."""
+    if not reason.strip():
+        raise _usage("--reason must say why the promotion is rejected")
+    target = _decide(flow_run_id, "reject", approver, reason)
+    out.print(f"rejection by {approver} sent to {target}")
+
+
+@app.command()
+def rollback(
+    service: Annotated[str, typer.Argument(help="Service.", show_default=False)],
+    env: Annotated[str, typer.Option("--env", "-e", help="Environment to roll back.")],
+    to: Annotated[str | None, typer.Option("--to", help="A digest that ran there before.")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger).")] = "",
+    actor: Annotated[str | None, typer.Option("--as", help="Who rolls back.")] = None,
+) -> None:
+    """Put an environment back on its previous digest (or --to one that ran there before)."""
+    from promotion import identity
+    from promotion.digest import Digest
+
+    pipeline = _pipeline()
+    pipeline.service(service)
+    pipeline.environment(env)
+    if to is not None:
+        Digest(to)
+    from flows.rollback import rollback as rollback_flow
+
+    try:
+        st = rollback_flow(
+            service=service,
+            environment=env,
+            to_digest=to,
+            requested_by=identity.current_actor(actor),
+            reason=reason,
+            config=str(state.config) if state.config else None,
+            return_state=True,
+        )
+    except _prefect_errors() as exc:
+        from promotion.errors import PrefectUnreachable
+
+        raise PrefectUnreachable(_api_url(), str(exc)) from None
+    if not st.is_completed():
+        err_ = st.result(raise_on_failure=False)
+        if isinstance(err_, PromotionError):
+            raise err_
+        raise PromotionError(st.message or "rollback failed")
+    result = st.result()
+    out.print(f"{service} {env}: rolled back from {result['from']} to {result['to']}")
+
+
+@app.command()
+def setup() -> None:
+    """Prepare a new installation: check the bucket, create the concurrency limits. Idempotent."""
+    pipeline = _pipeline()
+    from promotion.s3 import S3
+
+    S3(pipeline.store).check_bucket()
+    out.print(f"ok bucket {pipeline.store.bucket} is reachable")
+    from flows.setup import ensure_concurrency_limits
+
+    try:
+        names = ensure_concurrency_limits(pipeline)
+    except _prefect_errors() as exc:
+        from promotion.errors import PrefectUnreachable
+
+        raise PrefectUnreachable(_api_url(), str(exc)) from None
+    out.print(f"ok {len(names)} concurrency limits (one promotion per service and environment at a time)")
+
+
 # --- entry point -----------------------------------------------------------------------------------
 
 

@@ -224,3 +224,13 @@ class RollbackRefused(PromotionError):
 
 class SetupRequired(PromotionError):
     """A resource that ``promote setup`` creates is missing."""
+
+
+class PrefectUnreachable(PromotionError):
+    """The Prefect API could not be reached."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(
+            f"cannot reach the Prefect API at {url}: {reason}. Start the server (prefect server start) "
+            "and set PREFECT_API_URL to it."
+        )

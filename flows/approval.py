@@ -1,0 +1,83 @@
+"""Human approval inside a stage subflow: pause with a typed form, judge each answer, tally.
+
+The stage subflow pauses with :class:`ApprovalForm`; Prefect stores the form's JSON schema and
+the markdown description, which is what the UI renders as the "Resume" form. ``promote approve``
+and ``promote reject`` send the same input through Prefect's API.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Literal
+
+from prefect import get_run_logger, pause_flow_run
+from prefect.exceptions import FlowPauseTimeout
+from prefect.input import RunInput
+from pydantic import Field
+
+from promotion.approval import Decision, Tally, Verdict
+from promotion.config import ApprovalPolicy
+
+
+class ApprovalForm(RunInput):
+    """The resume form. No defaults: a person must choose, and must say who they are."""
+
+    decision: Literal["approve", "reject"] = Field(
+        title="Decision", description="Approve to promote, reject to stop this promotion."
+    )
+    approver: str = Field(
+        title="Approver",
+        min_length=1,
+        max_length=100,
+        description="Your name, as listed in the pipeline file.",
+    )
+    reason: str = Field(
+        default="", title="Reason", max_length=2000, description="Why (recorded in the ledger)."
+    )
+
+
+def poll_interval() -> int:
+    """Seconds between checks of a paused run (Prefect's default is 10 s; approvals want less)."""
+    return max(1, int(os.environ.get("PROMOTION_APPROVAL_POLL_SECONDS", "1")))
+
+
+def wait_for_approvals(
+    policy: ApprovalPolicy,
+    *,
+    commit_author: str | None,
+    requested_by: str | None,
+    describe: Callable[[Tally], str],
+    on_decision: Callable[[Decision, Verdict, Tally], None],
+) -> Tally:
+    """Pause until the policy is met or someone allowed rejects; raise FlowPauseTimeout at the deadline.
+
+    Each answer is judged and passed to ``on_decision`` (which records it) before waiting again, so
+    a refused answer (someone not allowed, self-approval) keeps the run waiting for a valid one.
+    """
+    logger = get_run_logger()
+    tally = Tally(policy=policy, commit_author=commit_author, requested_by=requested_by)
+    deadline = time.monotonic() + policy.timeout.total_seconds()
+    round_ = 0
+    while tally.outcome is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FlowPauseTimeout(f"no decision within {policy.timeout}")
+        round_ += 1
+        form = ApprovalForm.with_initial_data(description=describe(tally))
+        answer = pause_flow_run(
+            wait_for_input=form,
+            timeout=max(1, math.ceil(remaining)),
+            poll_interval=poll_interval(),
+            key=f"approval-{round_}",
+        )
+        decision = Decision(decision=answer.decision, approver=answer.approver.strip(), reason=answer.reason)
+        verdict = tally.add(decision)
+        if verdict.accepted:
+            logger.info("%s by %s accepted", decision.decision, decision.approver)
+        else:
+            logger.warning("%s by %s refused: %s", decision.decision, decision.approver, verdict.why)
+        on_decision(decision, verdict, tally)
+    return tally

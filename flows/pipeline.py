@@ -1,0 +1,443 @@
+"""The promotion pipeline: one flow that walks the environments, one subflow per stage.
+
+>>> promote_pipeline("api", "sha256:1a2b...", to="staging")      # doctest: +SKIP
+
+Every decision and every move is recorded in the ledger before the run goes on, so a re-run of
+the same pipeline picks up where the last one stopped and never promotes twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import State
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import FlowPauseTimeout
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
+
+from flows.approval import wait_for_approvals
+from promotion.approval import Decision, Tally, Verdict
+from promotion.config import Environment, Pipeline, format_duration, load_pipeline
+from promotion.digest import Digest
+from promotion.errors import ApprovalRejected, GateFailed, PromotionError, VerificationFailed
+from promotion.evaluate import pre_deploy_gates
+from promotion.gates import GateResult
+from promotion.identity import current_actor
+from promotion.models import ArtifactRecord, EnvState, LedgerRecord, utcnow
+from promotion.plan import plan, previous_environment, remaining_environments
+from promotion.report import approval_description, gate_table, stage_report
+from promotion.store import ArtifactStore
+from tasks import report
+from tasks.deploy import deploy, verify_live
+from tasks.gates import evaluate_gate
+
+#: Wait this long for another promotion of the same service/environment to finish.
+LOCK_TIMEOUT_S = 3600.0
+
+
+def limit_name(service: str, environment: str) -> str:
+    """The global concurrency limit that serializes promotions of one service into one environment."""
+    return f"promotion-{service}-{environment}"
+
+
+def _load(config: str | None) -> tuple[Pipeline, ArtifactStore]:
+    pipeline = load_pipeline(config)
+    return pipeline, ArtifactStore(pipeline)
+
+
+def _short(digest: str) -> str:
+    return f"{digest[:19]}…" if len(digest) > 19 else digest
+
+
+def _pipeline_run_name() -> str:
+    p = flow_run.parameters
+    return f"{p.get('service')} {_short(str(p.get('digest')))} → {p.get('to') or 'end'}" + (
+        " (plan)" if p.get("dry_run") else ""
+    )
+
+
+def _stage_run_name() -> str:
+    p = flow_run.parameters
+    return f"{p.get('service')} {_short(str(p.get('digest')))} → {p.get('environment')}"
+
+
+def _run_id() -> str:
+    return str(flow_run.id or "local")
+
+
+def _gate_dicts(results: list[GateResult]) -> list[dict[str, Any]]:
+    return [r.model_dump(mode="json") for r in results]
+
+
+# --- one stage ---------------------------------------------------------------------------------------
+
+
+@flow(name="promote-to-environment", flow_run_name=_stage_run_name, validate_parameters=True)
+def promote_to_environment(
+    service: str,
+    digest: str,
+    environment: str,
+    requested_by: str | None = None,
+    config: str | None = None,
+) -> dict[str, Any]:
+    """Gates, approval, deploy and verification for one environment.
+
+    Raises :class:`GateFailed`, :class:`ApprovalRejected` or :class:`VerificationFailed` (the
+    subflow fails with that reason); a pause that times out fails it with ``FlowPauseTimeout``,
+    which the pipeline records as a rejection.
+    """
+    logger = get_run_logger()
+    pipeline, store = _load(config)
+    d = Digest(digest)
+    env = pipeline.environment(environment)
+    artifact = store.record(service, d)
+    state = store.ledger.state(service)
+    current = state.environments.get(env.name)
+    if current is not None and current.digest == d:
+        logger.info("%s already runs %s (since %s): nothing to do", env.name, d.short, current.since)
+        return {"environment": env.name, "outcome": "already there"}
+
+    prev_name = previous_environment(pipeline, env.name)
+    previous = state.environments.get(prev_name) if prev_name else None
+    results = _run_gates(store, artifact, env, prev_name, previous)
+    failed = [r for r in results if not r.passed]
+    if failed:
+        reasons = [f"{r.gate}: {'; '.join(r.reasons)}" for r in failed]
+        _reject(store, artifact, env, requested_by, results, [], "gates failed: " + " | ".join(reasons))
+        for r in failed:
+            report.event(
+                "gate.failed",
+                service=service,
+                environment=env.name,
+                digest=d,
+                payload={"gate": r.gate, "kind": r.kind, "reasons": r.reasons, "measured": r.measured},
+            )
+        raise GateFailed(", ".join(r.gate for r in failed), reasons)
+
+    decisions: list[tuple[Decision, bool, str]] = []
+    if env.approval is not None:
+        _await_approval(store, artifact, env, current, requested_by, results, decisions)
+
+    # One promotion per (service, environment) at a time; the ledger's create-only writes are the
+    # second line of defence.
+    with concurrency(limit_name(service, env.name), occupy=1, strict=True, timeout_seconds=LOCK_TIMEOUT_S):
+        before = store.ledger.state(service).environments.get(env.name)
+        if before is not None and before.digest == d:
+            logger.info("%s reached %s meanwhile: nothing to do", d.short, env.name)
+            return {"environment": env.name, "outcome": "already there"}
+        actor = requested_by or current_actor()
+        done = deploy(store, env.name, service, d, artifact.version, requested_by, f"{_run_id()}:{env.name}")
+        approvals = [
+            {"approver": x.approver, "decision": x.decision, "reason": x.reason, "counted": ok}
+            for x, ok, _ in decisions
+        ]
+        store.ledger.append(
+            service,
+            "promoted",
+            d,
+            actor=actor,
+            environment=env.name,
+            version=artifact.version,
+            reason=_promoted_reason(decisions),
+            gates=_gate_dicts(results),
+            details={
+                "approvals": approvals,
+                "deploy": done,
+                "previous": str(before.digest) if before else None,
+                "flow_run_id": _run_id(),
+            },
+            idempotency_id=f"{_run_id()}:promoted",
+        )
+        verification = verify_live(store, env.name)
+        broken = [r for r in verification if not r.passed]
+        if broken:
+            reasons = [f"{r.gate}: {'; '.join(r.reasons)}" for r in broken]
+            restored = _restore(
+                store, artifact, env, before, actor, "verification failed: " + " | ".join(reasons)
+            )
+            report.markdown(
+                report.artifact_key("promotion", service, env.name),
+                stage_report(artifact, env.name, "rolled back", results, decisions, verification),
+                f"{service} → {env.name}: verification failed",
+            )
+            raise VerificationFailed(env.name, reasons, str(restored) if restored else None)
+
+    report.event(
+        "promoted",
+        service=service,
+        environment=env.name,
+        digest=d,
+        payload={"version": artifact.version, "previous": str(before.digest) if before else None},
+    )
+    report.markdown(
+        report.artifact_key("promotion", service, env.name),
+        stage_report(artifact, env.name, "promoted", results, decisions, verification),
+        f"{service} → {env.name}: promoted",
+    )
+    logger.info("promoted %s %s to %s", service, d.short, env.name)
+    return {"environment": env.name, "outcome": "promoted"}
+
+
+def _promoted_reason(decisions: list[tuple[Decision, bool, str]]) -> str:
+    approvers = [d.approver for d, counted, _ in decisions if counted and d.decision == "approve"]
+    return "gates passed" + (f", approved by {', '.join(approvers)}" if approvers else "")
+
+
+def _run_gates(
+    store: ArtifactStore,
+    artifact: ArtifactRecord,
+    env: Environment,
+    prev_name: str | None,
+    previous: EnvState | None,
+) -> list[GateResult]:
+    logger = get_run_logger()
+    now = utcnow()
+    futures = [
+        evaluate_gate.submit(gate, store, artifact, env.name, prev_name, previous, now)
+        for gate in pre_deploy_gates(env)
+    ]
+    results = [f.result() for f in futures]
+    for r in results:
+        (logger.info if r.passed else logger.warning)(
+            "gate %s %s: %s", r.gate, "passed" if r.passed else "FAILED", "; ".join(r.reasons)
+        )
+    return results
+
+
+def _await_approval(
+    store: ArtifactStore,
+    artifact: ArtifactRecord,
+    env: Environment,
+    current: EnvState | None,
+    requested_by: str | None,
+    results: list[GateResult],
+    decisions: list[tuple[Decision, bool, str]],
+) -> Tally:
+    assert env.approval is not None
+    report.event(
+        "approval.requested",
+        service=artifact.service,
+        environment=env.name,
+        digest=artifact.digest,
+        payload={
+            "approvers": env.approval.approvers,
+            "min_approvals": env.approval.min_approvals,
+            "flow_run_id": _run_id(),
+            "timeout_s": env.approval.timeout.total_seconds(),
+        },
+    )
+
+    def on_decision(decision: Decision, verdict: Verdict, tally: Tally) -> None:
+        decisions.append((decision, verdict.accepted, verdict.why))
+        store.ledger.append(
+            artifact.service,
+            "approval",
+            artifact.digest,
+            actor=decision.approver,
+            environment=env.name,
+            version=artifact.version,
+            reason=decision.reason,
+            details={"decision": decision.decision, "counted": verdict.accepted, "why": verdict.why},
+            idempotency_id=f"{_run_id()}:approval:{len(decisions)}",
+        )
+
+    tally = wait_for_approvals(
+        env.approval,
+        commit_author=artifact.provenance.commit_author,
+        requested_by=requested_by,
+        describe=lambda t: approval_description(artifact, env, current, results, t, decisions),
+        on_decision=on_decision,
+    )
+    if tally.outcome == "rejected":
+        assert tally.rejected_by is not None
+        by = tally.rejected_by
+        reason = by.reason or "no reason given"
+        _reject(
+            store, artifact, env, requested_by, results, decisions, f"rejected by {by.approver}: {reason}"
+        )
+        raise ApprovalRejected(env.name, by.approver, reason)
+    return tally
+
+
+def _reject(
+    store: ArtifactStore,
+    artifact: ArtifactRecord,
+    env: Environment,
+    requested_by: str | None,
+    results: list[GateResult],
+    decisions: list[tuple[Decision, bool, str]],
+    reason: str,
+    *,
+    idempotency: str = "rejected",
+) -> LedgerRecord:
+    rec = store.ledger.append(
+        artifact.service,
+        "rejected",
+        artifact.digest,
+        actor=requested_by or current_actor(),
+        environment=env.name,
+        version=artifact.version,
+        reason=reason,
+        gates=_gate_dicts(results),
+        details={"flow_run_id": _run_id()},
+        idempotency_id=f"{_run_id()}:{idempotency}",
+    )
+    report.event(
+        "rejected",
+        service=artifact.service,
+        environment=env.name,
+        digest=artifact.digest,
+        payload={"reason": reason},
+    )
+    report.markdown(
+        report.artifact_key("promotion", artifact.service, env.name),
+        stage_report(artifact, env.name, "rejected", results, decisions, notes=[reason]),
+        f"{artifact.service} → {env.name}: rejected",
+    )
+    return rec
+
+
+def _restore(
+    store: ArtifactStore,
+    artifact: ArtifactRecord,
+    env: Environment,
+    before: EnvState | None,
+    actor: str,
+    reason: str,
+) -> Digest | None:
+    """Put the environment back on ``before`` through the deploy path; record ``rolled_back``."""
+    logger = get_run_logger()
+    if before is None:
+        logger.error("%s: %s; no earlier digest to restore", env.name, reason)
+        return None
+    done = deploy(
+        store, env.name, artifact.service, before.digest, before.version, actor, f"{_run_id()}:restore"
+    )
+    store.ledger.append(
+        artifact.service,
+        "rolled_back",
+        before.digest,
+        actor=actor,
+        environment=env.name,
+        version=before.version,
+        reason=reason,
+        details={"from": str(artifact.digest), "deploy": done, "flow_run_id": _run_id()},
+        idempotency_id=f"{_run_id()}:rolled_back",
+    )
+    report.event(
+        "rolled_back",
+        service=artifact.service,
+        environment=env.name,
+        digest=before.digest,
+        payload={"from": str(artifact.digest), "reason": reason},
+    )
+    logger.warning(
+        "%s rolled back from %s to %s: %s", env.name, artifact.digest.short, before.digest.short, reason
+    )
+    return before.digest
+
+
+# --- the pipeline ------------------------------------------------------------------------------------
+
+
+@flow(name="promote-pipeline", flow_run_name=_pipeline_run_name, validate_parameters=True)
+def promote_pipeline(
+    service: str,
+    digest: str,
+    to: str | None = None,
+    dry_run: bool = False,
+    requested_by: str | None = None,
+    config: str | None = None,
+) -> State[Any]:
+    """Promote ``digest`` of ``service`` through the environments, in order, as far as ``to``.
+
+    Starts after the furthest environment the digest already reached and stops at the first stage
+    that does not pass; the run's final state message says which stage stopped it and why.
+    """
+    logger = get_run_logger()
+    try:
+        pipeline, store = _load(config)
+        d = Digest(digest)
+        pipeline.service(service)
+        if to is not None:
+            pipeline.environment(to)
+        artifact = store.record(service, d)  # a digest never published is refused before anything runs
+    except PromotionError as exc:
+        logger.error("%s: %s", type(exc).__name__, exc)
+        return Failed(message=f"{type(exc).__name__}: {exc}")
+
+    if dry_run:
+        p = plan(store, service, d, to=to, artifact=artifact)
+        lines = [f"# Plan: {service} {d.short} (version {artifact.version or 'n/a'})", ""]
+        for s in p.stages:
+            when = f" (earliest {s.earliest:%Y-%m-%d %H:%M}Z)" if s.earliest else ""
+            lines += [f"## {s.environment}: {s.action.replace('_', ' ')}{when}", gate_table(s.gates)]
+            lines += [f"- {r}" for r in s.reasons]
+            if s.approval:
+                lines.append(f"- approval: {s.approval}")
+        report.markdown(
+            report.artifact_key("plan", service), "\n".join(lines), f"plan for {service} {d.short}"
+        )
+        logger.info("plan: %s", p.summary())
+        return Completed(message=f"plan: {p.summary()}", data=p.as_dict())
+
+    reached, stages = remaining_environments(pipeline, store.ledger.state(service), d, to)
+    if not stages:
+        message = f"{d.short} is already in {reached}: nothing to promote"
+        logger.info(message)
+        return Completed(message=message, data={"stages": []})
+
+    rows: list[dict[str, Any]] = []
+    started = dt.datetime.now(dt.UTC)
+    for env in stages:
+        state = promote_to_environment(
+            service=service,
+            digest=str(d),
+            environment=env.name,
+            requested_by=requested_by,
+            config=config,
+            return_state=True,
+        )
+        if not state.is_completed():
+            reason = _stage_failure(store, artifact, env, requested_by, state)
+            rows.append({"environment": env.name, "outcome": "stopped", "reason": reason})
+            _summary(service, d, rows, started)
+            return Failed(message=f"stopped at {env.name}: {reason}", data={"stages": rows})
+        outcome = state.result()
+        rows.append({"environment": env.name, "outcome": outcome.get("outcome", "promoted"), "reason": ""})
+    _summary(service, d, rows, started)
+    return Completed(message=f"promoted {d.short} to {stages[-1].name}", data={"stages": rows})
+
+
+def _stage_failure(
+    store: ArtifactStore,
+    artifact: ArtifactRecord,
+    env: Environment,
+    requested_by: str | None,
+    state: State[Any],
+) -> str:
+    """Why the stage subflow failed; a pause timeout becomes a recorded rejection here."""
+    exc = state.result(raise_on_failure=False)
+    # Prefect fails a subflow whose pause timed out with "...never resumed", whatever it raised.
+    if isinstance(exc, FlowPauseTimeout) or "never resumed" in (state.message or ""):
+        timeout = format_duration(env.approval.timeout) if env.approval else "?"
+        reason = f"approval timed out after {timeout}: no valid decision"
+        _reject(store, artifact, env, requested_by, [], [], reason, idempotency=f"timeout:{env.name}")
+        return reason
+    if isinstance(exc, PromotionError):
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, BaseException):
+        return f"{type(exc).__name__}: {exc}"
+    return state.message or state.type.value
+
+
+def _summary(service: str, digest: Digest, rows: list[dict[str, Any]], started: dt.datetime) -> None:
+    took = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    report.table(
+        report.artifact_key("pipeline", service),
+        [{"digest": str(digest), **r} for r in rows],
+        f"{service} {digest.short}: {len(rows)} stage(s) in {took:.1f}s",
+    )

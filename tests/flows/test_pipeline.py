@@ -1,0 +1,317 @@
+"""The pipeline flow against a real Prefect server and a real S3 server."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promotion.config import load_pipeline
+from promotion.digest import Digest
+from promotion.local_s3 import LocalS3
+from promotion.models import Provenance
+from promotion.store import ArtifactStore, parse_evidence
+
+REPO = Path(__file__).resolve().parents[2]
+EVIDENCE = REPO / "examples" / "evidence"
+
+PIPELINE = """
+store: {{endpoint_url: "{endpoint}", bucket: {bucket}, prefix: "{prefix}"}}
+services: [{{name: api}}]
+environments:
+  - name: dev
+    gates:
+      - {{kind: tests, min_pass_rate: 1.0}}
+      - {{kind: coverage, min_line_rate: 0.8}}
+  - name: staging
+    gates:
+      - {{kind: scan, max_findings: {{error: 0}}}}
+      - {{kind: policy, require_provenance: [commit, build_url]}}
+  - name: prod
+    approval: {{approvers: [alice, bob, carol], min_approvals: {min_approvals}, timeout: {timeout}}}
+"""
+
+
+class Setup:
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.pipeline = load_pipeline(config)
+        self.store = ArtifactStore(self.pipeline)
+        from flows.setup import ensure_concurrency_limits
+
+        ensure_concurrency_limits(self.pipeline)
+
+    def publish(self, tmp: Path, *, evidence: list[str] | None = None, author: str = "dana") -> Digest:
+        f = tmp / f"app-{uuid.uuid4().hex[:6]}.bin"
+        f.write_bytes(uuid.uuid4().bytes * 100)
+        ev = evidence if evidence is not None else [
+            f"junit={EVIDENCE / 'junit.xml'}",
+            f"coverage={EVIDENCE / 'coverage.xml'}",
+            f"sarif={EVIDENCE / 'bandit.sarif'}",
+        ]  # fmt: skip
+        prov = Provenance(commit="c0ffee", commit_author=author, build_url="https://ci/1", published_by="ci")
+        return self.store.publish(
+            f, service="api", version="1.0", provenance=prov, evidence=parse_evidence(ev)
+        ).digest
+
+
+@pytest.fixture
+def make_setup(prefect_api: str, s3_server: LocalS3, prefix: str, tmp_path: Path) -> Callable[..., Setup]:
+    def make(min_approvals: int = 1, timeout: str = "120s") -> Setup:
+        cfg = tmp_path / "promotion.yaml"
+        cfg.write_text(
+            PIPELINE.format(
+                endpoint=s3_server.endpoint_url,
+                bucket=s3_server.bucket,
+                prefix=prefix,
+                min_approvals=min_approvals,
+                timeout=timeout,
+            )
+        )
+        return Setup(cfg)
+
+    return make
+
+
+class Run:
+    """A flow run in a background thread, as a worker would run it."""
+
+    def __init__(self, fn: Callable[..., Any], **kwargs: Any) -> None:
+        self.state: Any = None
+        self.error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                self.state = fn(**kwargs, return_state=True)
+            except BaseException as exc:  # noqa: BLE001
+                self.error = exc
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float = 120) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "flow run did not finish"
+        if self.error:
+            raise self.error
+        return self.state
+
+
+def wait_for_paused(run: Run, seen: set[str] | None = None, timeout: float = 60) -> str:
+    """The id of a paused flow run not in ``seen``: polls Prefect's API until one appears."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    seen = seen or set()
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                )
+            )
+            fresh = [str(r.id) for r in runs if str(r.id) not in seen]
+            if fresh:
+                return fresh[0]
+            assert run.thread.is_alive(), f"run ended without pausing: {run.state} {run.error}"
+            time.sleep(0.2)  # polling the API for a condition, with a deadline
+    raise AssertionError("no paused flow run appeared")
+
+
+def resume(run_id: str, decision: str, approver: str, reason: str = "") -> None:
+    from uuid import UUID
+
+    from prefect.flow_runs import resume_flow_run
+
+    resume_flow_run(UUID(run_id), run_input={"decision": decision, "approver": approver, "reason": reason})
+
+
+def events_of(store: ArtifactStore) -> list[tuple[str, str | None]]:
+    return [(r.event, r.environment) for r in store.ledger.records("api")]
+
+
+def test_three_stages_end_to_end_with_approval(make_setup: Callable[..., Setup], tmp_path: Path) -> None:
+    from flows.pipeline import promote_pipeline
+
+    s = make_setup()
+    d = s.publish(tmp_path)
+    run = Run(promote_pipeline, service="api", digest=str(d), requested_by="erin", config=str(s.config))
+    paused = wait_for_paused(run)
+    resume(paused, "approve", "alice", "looks good")
+    state = run.join()
+    assert state.is_completed(), state.message
+    assert state.message == f"promoted {d.short} to prod"
+    st = s.store.ledger.state("api")
+    assert {e: st.environments[e].digest for e in ("dev", "staging", "prod")} == {
+        "dev": d, "staging": d, "prod": d
+    }  # fmt: skip
+    assert events_of(s.store) == [
+        ("published", None),
+        ("promoted", "dev"),
+        ("promoted", "staging"),
+        ("approval", "prod"),
+        ("promoted", "prod"),
+    ]
+    prod = s.store.ledger.records("api")[-1]
+    assert prod.details["approvals"] == [
+        {"approver": "alice", "decision": "approve", "reason": "looks good", "counted": True}
+    ]
+    assert {g["kind"] for g in s.store.ledger.records("api")[1].gates} == {"tests", "coverage"}
+    assert s.store.ledger.verify("api").ok
+
+
+def test_rejection_stops_the_pipeline_and_is_recorded(
+    make_setup: Callable[..., Setup], tmp_path: Path
+) -> None:
+    from flows.pipeline import promote_pipeline
+
+    s = make_setup()
+    d = s.publish(tmp_path)
+    run = Run(promote_pipeline, service="api", digest=str(d), config=str(s.config))
+    resume(wait_for_paused(run), "reject", "bob", "release freeze for the audit")
+    state = run.join()
+    assert state.is_failed()
+    assert state.message == (
+        "stopped at prod: ApprovalRejected: promotion to prod rejected by bob: release freeze for the audit"
+    )
+    assert "prod" not in s.store.ledger.state("api").environments
+    assert events_of(s.store)[-2:] == [("approval", "prod"), ("rejected", "prod")]
+
+
+def test_approval_timeout_rejects_and_leaves_the_environment(
+    make_setup: Callable[..., Setup], tmp_path: Path
+) -> None:
+    from flows.pipeline import promote_pipeline
+
+    s = make_setup(timeout="3s")
+    d = s.publish(tmp_path)
+    state = promote_pipeline(service="api", digest=str(d), to="prod", config=str(s.config), return_state=True)
+    assert state.is_failed()
+    assert state.message == "stopped at prod: approval timed out after 3s: no valid decision"
+    assert "prod" not in s.store.ledger.state("api").environments
+    last = s.store.ledger.records("api")[-1]
+    assert (last.event, last.environment) == ("rejected", "prod")
+    assert "timed out" in last.reason
+
+
+def test_self_approval_and_strangers_are_refused_until_a_valid_approver(
+    make_setup: Callable[..., Setup], tmp_path: Path
+) -> None:
+    from flows.pipeline import promote_pipeline
+
+    s = make_setup()
+    d = s.publish(tmp_path, author="alice")  # alice wrote the commit
+    run = Run(promote_pipeline, service="api", digest=str(d), requested_by="bob", config=str(s.config))
+    seen: set[str] = set()
+    # The stage subflow pauses again after each refused answer, under the same flow run.
+    first = wait_for_paused(run, seen)
+    resume(first, "approve", "alice", "mine, trust me")  # commit author
+    second = _wait_paused_again(run, first)
+    resume(second, "approve", "bob", "I asked for it")  # requester
+    third = _wait_paused_again(run, first)
+    resume(third, "approve", "mallory", "let me")  # not an approver
+    fourth = _wait_paused_again(run, first)
+    resume(fourth, "approve", "carol", "reviewed")
+    state = run.join()
+    assert state.is_completed(), state.message
+    approvals = [r for r in s.store.ledger.records("api") if r.event == "approval"]
+    assert [(r.actor, r.details["counted"]) for r in approvals] == [
+        ("alice", False), ("bob", False), ("mallory", False), ("carol", True)
+    ]  # fmt: skip
+    assert "authored the commit" in approvals[0].details["why"]
+    assert "requested this promotion" in approvals[1].details["why"]
+    assert "not an allowed approver" in approvals[2].details["why"]
+
+
+def _wait_paused_again(run: Run, run_id: str, timeout: float = 60) -> str:
+    """Wait until the same flow run is paused again (a new pause key), after a resume."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        # first it leaves PAUSED (resumed), then pauses again for the next answer
+        left = False
+        while time.monotonic() < deadline:
+            st = client.read_flow_run(UUID(run_id)).state
+            assert st is not None
+            if not st.is_paused():
+                left = True
+            elif left:
+                return run_id
+            assert run.thread.is_alive(), f"run ended: {run.state} {run.error}"
+            time.sleep(0.1)  # polling the API for a condition, with a deadline
+    raise AssertionError("the run did not pause again")
+
+
+def test_two_of_three_approvals(make_setup: Callable[..., Setup], tmp_path: Path) -> None:
+    from flows.pipeline import promote_pipeline
+
+    s = make_setup(min_approvals=2)
+    d = s.publish(tmp_path)
+    run = Run(promote_pipeline, service="api", digest=str(d), config=str(s.config))
+    first = wait_for_paused(run)
+    resume(first, "approve", "alice", "ok")
+    again = _wait_paused_again(run, first)
+    resume(again, "approve", "alice", "really ok")  # the same person twice does not count twice
+    again = _wait_paused_again(run, first)
+    resume(again, "approve", "bob", "ok too")
+    state = run.join()
+    assert state.is_completed(), state.message
+    approvals = [
+        (r.actor, r.details["counted"]) for r in s.store.ledger.records("api") if r.event == "approval"
+    ]
+    assert approvals == [("alice", True), ("alice", False), ("bob", True)]
+    assert s.store.ledger.state("api").environments["prod"].digest == d
+
+
+def test_gate_failure_names_the_stage_and_the_reason(
+    make_setup: Callable[..., Setup], tmp_path: Path
+) -> None:
+    from flows.pipeline import promote_pipeline
+
+    s = make_setup()
+    d = s.publish(tmp_path, evidence=[f"coverage={EVIDENCE / 'coverage.xml'}"])  # no JUnit report
+    state = promote_pipeline(service="api", digest=str(d), config=str(s.config), return_state=True)
+    assert state.is_failed()
+    assert state.message == "stopped at dev: GateFailed: gate tests failed: tests: missing evidence: junit"
+    assert events_of(s.store) == [("published", None), ("rejected", "dev")]
+    assert s.store.ledger.records("api")[-1].gates[0]["reasons"] == ["missing evidence: junit"]
+
+
+def test_unpublished_digest_is_refused_before_anything_runs(make_setup: Callable[..., Setup]) -> None:
+    from flows.pipeline import promote_pipeline
+
+    s = make_setup()
+    d = Digest.of_bytes(b"never published")
+    state = promote_pipeline(service="api", digest=str(d), config=str(s.config), return_state=True)
+    assert state.is_failed()
+    assert (state.message or "").startswith(f"ArtifactNotFound: {d} was never published for service 'api'")
+    assert s.store.ledger.records("api") == []
+
+
+def test_to_stops_early_and_a_rerun_continues_where_it_stopped(
+    make_setup: Callable[..., Setup], tmp_path: Path
+) -> None:
+    from flows.pipeline import promote_pipeline
+
+    s = make_setup()
+    d = s.publish(tmp_path)
+    state = promote_pipeline(service="api", digest=str(d), to="dev", config=str(s.config), return_state=True)
+    assert state.is_completed() and state.message == f"promoted {d.short} to dev"
+    again = promote_pipeline(service="api", digest=str(d), to="dev", config=str(s.config), return_state=True)
+    assert again.message == f"{d.short} is already in dev: nothing to promote"
+    state = promote_pipeline(
+        service="api", digest=str(d), to="staging", config=str(s.config), return_state=True
+    )
+    assert state.is_completed()
+    # dev was not promoted twice: the run started after dev
+    assert events_of(s.store) == [("published", None), ("promoted", "dev"), ("promoted", "staging")]
