@@ -18,6 +18,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
+from flows import _logging
 from flows.approval import wait_for_approvals
 from promotion.approval import Decision, Tally, Verdict
 from promotion.config import Environment, Pipeline, format_duration, load_pipeline
@@ -33,6 +34,8 @@ from promotion.store import ArtifactStore
 from tasks import report
 from tasks.deploy import deploy, verify_live
 from tasks.gates import evaluate_gate
+
+_logging.install()
 
 #: Wait this long for another promotion of the same service/environment to finish.
 LOCK_TIMEOUT_S = 3600.0

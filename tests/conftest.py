@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from promotion.config import Pipeline, parse_pipeline
 from promotion.local_s3 import LocalS3
 from promotion.s3 import S3
 from promotion.store import ArtifactStore
+from tests.flows import harness
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -97,8 +98,32 @@ def prefect_api() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
+    # Telemetry writes to the database while the server starts: a source of "database is locked".
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # The default 30 s start-up timeout is tight on a 2-core machine (start-up takes ~20 s).
     with prefect_test_harness(server_startup_timeout=180):
         url = PREFECT_API_URL.value()
         assert url
         yield str(url)
+
+
+@pytest.fixture
+def make_setup(
+    prefect_api: str, s3_server: LocalS3, prefix: str, tmp_path: Path
+) -> Callable[..., harness.Setup]:
+    """Build a 3-stage pipeline (dev, staging, prod with approval) on the session's servers."""
+
+    def make(min_approvals: int = 1, timeout: str = "120s") -> harness.Setup:
+        cfg = tmp_path / "promotion.yaml"
+        cfg.write_text(
+            harness.PIPELINE.format(
+                endpoint=s3_server.endpoint_url,
+                bucket=s3_server.bucket,
+                prefix=prefix,
+                min_approvals=min_approvals,
+                timeout=timeout,
+            )
+        )
+        return harness.Setup(cfg)
+
+    return make

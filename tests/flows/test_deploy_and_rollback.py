@@ -22,7 +22,7 @@ from promotion.local_s3 import LocalS3
 from promotion.models import Provenance
 from promotion.store import ArtifactStore
 from tests.flows.envserver import EnvServer
-from tests.flows.test_pipeline import Run
+from tests.flows.harness import Run
 
 PIPELINE = """
 store: {{endpoint_url: "{endpoint}", bucket: {bucket}, prefix: "{prefix}"}}

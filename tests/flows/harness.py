@@ -1,0 +1,112 @@
+"""Helpers for flow tests: a pipeline per test, flow runs in threads, finding paused runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from promotion.config import load_pipeline
+from promotion.digest import Digest
+from promotion.models import Provenance
+from promotion.store import ArtifactStore, parse_evidence
+
+REPO = Path(__file__).resolve().parents[2]
+EVIDENCE = REPO / "examples" / "evidence"
+
+PIPELINE = """
+store: {{endpoint_url: "{endpoint}", bucket: {bucket}, prefix: "{prefix}"}}
+services: [{{name: api}}]
+environments:
+  - name: dev
+    gates:
+      - {{kind: tests, min_pass_rate: 1.0}}
+      - {{kind: coverage, min_line_rate: 0.8}}
+  - name: staging
+    gates:
+      - {{kind: scan, max_findings: {{error: 0}}}}
+      - {{kind: policy, require_provenance: [commit, build_url]}}
+  - name: prod
+    approval: {{approvers: [alice, bob, carol], min_approvals: {min_approvals}, timeout: {timeout}}}
+"""
+
+
+class Setup:
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.pipeline = load_pipeline(config)
+        self.store = ArtifactStore(self.pipeline)
+        from flows.setup import ensure_concurrency_limits
+
+        ensure_concurrency_limits(self.pipeline)
+
+    def publish(self, tmp: Path, *, evidence: list[str] | None = None, author: str = "dana") -> Digest:
+        f = tmp / f"app-{uuid.uuid4().hex[:6]}.bin"
+        f.write_bytes(uuid.uuid4().bytes * 100)
+        ev = evidence if evidence is not None else [
+            f"junit={EVIDENCE / 'junit.xml'}",
+            f"coverage={EVIDENCE / 'coverage.xml'}",
+            f"sarif={EVIDENCE / 'bandit.sarif'}",
+        ]  # fmt: skip
+        prov = Provenance(commit="c0ffee", commit_author=author, build_url="https://ci/1", published_by="ci")
+        return self.store.publish(
+            f, service="api", version="1.0", provenance=prov, evidence=parse_evidence(ev)
+        ).digest
+
+
+class Run:
+    """A flow run in a background thread, as a worker would run it."""
+
+    def __init__(self, fn: Callable[..., Any], **kwargs: Any) -> None:
+        self.state: Any = None
+        self.error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                self.state = fn(**kwargs, return_state=True)
+            except BaseException as exc:  # noqa: BLE001
+                self.error = exc
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+
+    def join(self, timeout: float = 120) -> Any:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "flow run did not finish"
+        if self.error:
+            raise self.error
+        return self.state
+
+
+def wait_for_paused(run: Run, seen: set[str] | None = None, timeout: float = 60) -> str:
+    """The id of a paused flow run not in ``seen``: polls Prefect's API until one appears."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    seen = seen or set()
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                )
+            )
+            fresh = [str(r.id) for r in runs if str(r.id) not in seen]
+            if fresh:
+                return fresh[0]
+            assert run.thread.is_alive(), f"run ended without pausing: {run.state} {run.error}"
+            time.sleep(0.2)  # polling the API for a condition, with a deadline
+    raise AssertionError("no paused flow run appeared")
+
+
+def resume(run_id: str, decision: str, approver: str, reason: str = "") -> None:
+    from uuid import UUID
+
+    from prefect.flow_runs import resume_flow_run
+
+    resume_flow_run(UUID(run_id), run_input={"decision": decision, "approver": approver, "reason": reason})
