@@ -17,6 +17,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 from pydantic import GetCoreSchemaHandler
@@ -77,17 +78,26 @@ class Digest(str):
 
     @classmethod
     def of_stream(cls, stream: IO[bytes], chunk_size: int = CHUNK_SIZE) -> Digest:
-        """Hash a binary stream in one pass, reading ``chunk_size`` bytes at a time."""
+        """Hash a binary stream in one pass, reading ``chunk_size`` bytes at a time.
+
+        Reading and hashing overlap: a thread reads the next chunk into one buffer while this
+        thread hashes the other (hashlib releases the GIL on large buffers).
+        """
         h = hashlib.sha256()
-        buf = bytearray(chunk_size)
-        view = memoryview(buf)
         readinto = getattr(stream, "readinto", None)
-        if readinto is not None:
-            while n := readinto(view):
-                h.update(view[:n])
-        else:
+        if readinto is None:
             while chunk := stream.read(chunk_size):
                 h.update(chunk)
+            return cls.from_hasher(h)
+        views = [memoryview(bytearray(chunk_size)) for _ in range(2)]
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            n = readinto(views[0])
+            i = 0
+            while n:
+                pending = reader.submit(readinto, views[1 - i])
+                h.update(views[i][:n])
+                n = pending.result()
+                i = 1 - i
         return cls.from_hasher(h)
 
     @classmethod

@@ -73,6 +73,9 @@ class Ledger:
     def __init__(self, s3: S3, *, max_attempts: int = 200) -> None:
         self.s3 = s3
         self.max_attempts = max_attempts
+        # The last record this writer saw per service: the next append tries the place after it
+        # directly (2 requests) and reads the ledger only when that place turns out to be taken.
+        self._tips: dict[str, Tip] = {}
 
     # -- keys -------------------------------------------------------------------------------------
 
@@ -178,7 +181,7 @@ class Ledger:
     ) -> LedgerRecord:
         """Append one record and return it (or the identical one an earlier try already wrote)."""
         idem = idempotency_id or uuid.uuid4().hex
-        tip = self.tip(service)
+        tip = self._tips.get(service) or self.tip(service)
         for attempt in range(1, self.max_attempts + 1):
             draft = LedgerRecord(
                 seq=tip.seq + 1,
@@ -209,19 +212,25 @@ class Ledger:
                     continue
                 theirs_body, theirs = read
                 if theirs.idempotency_id == idem:
-                    self._write_hint(service, theirs.seq, Digest.of_bytes(theirs_body))
+                    self._remember(service, theirs_body, theirs)
                     return theirs
                 tip = Tip(theirs.seq, Digest.of_bytes(theirs_body), theirs.state, theirs)
                 # Walk on to the real end before the next try: cheaper than colliding again.
                 tip = self._advance(service, tip, idem)
                 if tip.record is not None and tip.record.idempotency_id == idem:
+                    self._tips[service] = tip
                     return tip.record
                 if attempt > 3:
                     time.sleep(random.uniform(0, min(0.5, 0.01 * attempt)))
                 continue
-            self._write_hint(service, rec.seq, Digest.of_bytes(body))
+            self._remember(service, body, rec)
             return rec
         raise LedgerContention(service, self.max_attempts)
+
+    def _remember(self, service: str, body: bytes, rec: LedgerRecord) -> None:
+        digest = Digest.of_bytes(body)
+        self._tips[service] = Tip(rec.seq, digest, rec.state, rec)
+        self._write_hint(service, rec.seq, digest)
 
     def _advance(self, service: str, tip: Tip, idem: str) -> Tip:
         seq = tip.seq + 1

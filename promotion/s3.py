@@ -64,7 +64,11 @@ def make_client(cfg: StoreConfig, *, max_attempts: int | None = None, pool: int 
         max_pool_connections=pool,
         # We verify content ourselves against the digest; a second hash in botocore is waste.
         response_checksum_validation="when_required",
-        s3={"addressing_style": "path"} if cfg.endpoint_url else {},
+        # Bodies carry their own SHA-256 checksum header, which the signature covers; signing the
+        # payload too (botocore does it on plain-http endpoints) would hash every byte again.
+        s3={"addressing_style": "path", "payload_signing_enabled": False}
+        if cfg.endpoint_url
+        else {"payload_signing_enabled": False},
     )
     endpoint = str(cfg.endpoint_url).rstrip("/") if cfg.endpoint_url else None
     if cfg.credentials_block:
