@@ -110,3 +110,34 @@ def resume(run_id: str, decision: str, approver: str, reason: str = "") -> None:
     from prefect.flow_runs import resume_flow_run
 
     resume_flow_run(UUID(run_id), run_input={"decision": decision, "approver": approver, "reason": reason})
+
+
+def promotion_events(
+    api: str, digest: Digest, expected: set[str], timeout: float = 30
+) -> list[dict[str, Any]]:
+    """Promotion events about ``digest``, once all ``expected`` names are persisted (async)."""
+    import httpx
+
+    body = {"filter": {"any_resource": {"id": [f"promotion.digest.{digest}"]}}, "limit": 50}
+    deadline = time.monotonic() + timeout
+    events: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        r = httpx.post(f"{api}/events/filter", json=body)
+        r.raise_for_status()
+        events = r.json()["events"]
+        if expected <= {e["event"] for e in events}:
+            return events
+        time.sleep(0.5)  # polling for a condition, with a deadline
+    raise AssertionError(f"events {expected - {e['event'] for e in events}} never arrived")
+
+
+def stage_artifact(key: str) -> str:
+    """The latest markdown of a Prefect artifact by key."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+    assert found, f"no artifact {key}"
+    latest = max(found, key=lambda a: a.created or 0)
+    return str(latest.data)

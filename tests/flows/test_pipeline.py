@@ -8,7 +8,15 @@ from pathlib import Path
 
 from promotion.digest import Digest
 from promotion.store import ArtifactStore
-from tests.flows.harness import EVIDENCE, Run, Setup, resume, wait_for_paused
+from tests.flows.harness import (
+    EVIDENCE,
+    Run,
+    Setup,
+    promotion_events,
+    resume,
+    stage_artifact,
+    wait_for_paused,
+)
 
 
 def events_of(store: ArtifactStore) -> list[tuple[str, str | None]]:
@@ -46,7 +54,7 @@ def test_three_stages_end_to_end_with_approval(make_setup: Callable[..., Setup],
 
 
 def test_rejection_stops_the_pipeline_and_is_recorded(
-    make_setup: Callable[..., Setup], tmp_path: Path
+    make_setup: Callable[..., Setup], tmp_path: Path, prefect_api: str
 ) -> None:
     from flows.pipeline import promote_pipeline
 
@@ -61,6 +69,16 @@ def test_rejection_stops_the_pipeline_and_is_recorded(
     )
     assert "prod" not in s.store.ledger.state("api").environments
     assert events_of(s.store)[-2:] == [("approval", "prod"), ("rejected", "prod")]
+    events = promotion_events(
+        prefect_api, d, {"promotion.promoted", "promotion.approval.requested", "promotion.rejected"}
+    )
+    requested = next(e for e in events if e["event"] == "promotion.approval.requested")
+    assert requested["resource"]["promotion.environment"] == "prod"
+    assert requested["resource"]["promotion.digest"] == d
+    assert requested["payload"]["approvers"] == ["alice", "bob", "carol"]
+    report = stage_artifact("promotion-api-prod")
+    assert "api → prod: rejected" in report and "rejected by bob: release freeze for the audit" in report
+    assert "| bob | reject | yes |" in report
 
 
 def test_approval_timeout_rejects_and_leaves_the_environment(
@@ -152,7 +170,7 @@ def test_two_of_three_approvals(make_setup: Callable[..., Setup], tmp_path: Path
 
 
 def test_gate_failure_names_the_stage_and_the_reason(
-    make_setup: Callable[..., Setup], tmp_path: Path
+    make_setup: Callable[..., Setup], tmp_path: Path, prefect_api: str
 ) -> None:
     from flows.pipeline import promote_pipeline
 
@@ -163,6 +181,16 @@ def test_gate_failure_names_the_stage_and_the_reason(
     assert state.message == "stopped at dev: GateFailed: gate tests failed: tests: missing evidence: junit"
     assert events_of(s.store) == [("published", None), ("rejected", "dev")]
     assert s.store.ledger.records("api")[-1].gates[0]["reasons"] == ["missing evidence: junit"]
+    (failed,) = [
+        e
+        for e in promotion_events(prefect_api, d, {"promotion.gate.failed"})
+        if e["event"] == "promotion.gate.failed"
+    ]
+    assert failed["payload"]["gate"] == "tests" and failed["payload"]["reasons"] == [
+        "missing evidence: junit"
+    ]
+    report = stage_artifact("promotion-api-dev")
+    assert "| tests | tests | FAIL |" in report and "| coverage | coverage | pass |" in report
 
 
 def test_unpublished_digest_is_refused_before_anything_runs(make_setup: Callable[..., Setup]) -> None:
