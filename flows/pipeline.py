@@ -23,7 +23,7 @@ from flows.approval import wait_for_approvals
 from promotion.approval import Decision, Tally, Verdict
 from promotion.config import Environment, Pipeline, format_duration, load_pipeline
 from promotion.digest import Digest
-from promotion.errors import ApprovalRejected, GateFailed, PromotionError, VerificationFailed
+from promotion.errors import ApprovalRejected, DigestFlagged, GateFailed, PromotionError, VerificationFailed
 from promotion.evaluate import pre_deploy_gates
 from promotion.gates import GateResult
 from promotion.identity import current_actor
@@ -368,6 +368,9 @@ def promote_pipeline(
         if to is not None:
             pipeline.environment(to)
         artifact = store.record(service, d)  # a digest never published is refused before anything runs
+        flagged = store.ledger.state(service).flagged.get(str(d))
+        if flagged is not None:
+            raise DigestFlagged(str(d), service, flagged)
     except PromotionError as exc:
         logger.error("%s: %s", type(exc).__name__, exc)
         return Failed(message=f"{type(exc).__name__}: {exc}")

@@ -125,6 +125,11 @@ class GateBase(Strict):
     required: bool = Field(
         default=True, description="whether missing evidence fails the gate (true) or skips it"
     )
+    max_age: Duration | None = Field(
+        default=None,
+        description="evidence gates: evidence published longer ago than this has expired and fails "
+        "the gate; the nightly sweep re-checks deployed digests against it",
+    )
 
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -326,6 +331,11 @@ class Environment(Strict):
     target: DeploymentTarget = Field(default_factory=DeploymentTarget)
     blueprint: Blueprint | None = None
     auto_promote: bool = Field(default=False, description="the nightly sweep may promote here")
+    on_drift: Literal["report", "correct"] = Field(
+        default="report",
+        description="when the deployed copy differs from the ledger: only report it, or redeploy "
+        "the ledger's digest",
+    )
 
 
 # --- store and services ---------------------------------------------------------------------------
@@ -357,11 +367,49 @@ class Service(Strict):
     media_type: str = "application/octet-stream"
 
 
+class SweepConfig(Strict):
+    """The nightly sweep: promote what has soaked, detect drift, re-verify, retention."""
+
+    schedule: str = Field(default="0 2 * * *", description="cron expression")
+    timezone: TimeZoneName = Field(default="UTC", description="IANA time zone of the schedule")
+    retention: Duration | None = Field(
+        default=None,
+        description="blobs no environment references and older than this may be deleted "
+        "(listed by the sweep; deleted only with --apply); unset: keep everything",
+    )
+    max_parallel: int = Field(default=8, ge=1, le=64, description="services swept at once")
+
+
+class WebhookSource(Strict):
+    """Where the shared secret of one CI webhook source comes from (never the file itself)."""
+
+    secret_block: str | None = Field(default=None, description="Prefect Secret block name")
+    secret_env: str | None = Field(default=None, description="environment variable name")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WebhookSource:
+        if (self.secret_block is None) == (self.secret_env is None):
+            raise ValueError("set exactly one of secret_block or secret_env")
+        return self
+
+
+class WebhooksConfig(Strict):
+    """The CI webhook receiver (``promote webhook serve``)."""
+
+    sources: dict[Literal["github", "gitlab", "standard"], WebhookSource] = Field(default_factory=dict)
+    deployment: str = Field(
+        default="promote-pipeline/pipeline",
+        description="the Prefect deployment (flow-name/deployment-name) a webhook starts",
+    )
+
+
 class Pipeline(Strict):
     version: Literal[1] = 1
     store: StoreConfig
     services: list[Service] = Field(min_length=1)
     environments: list[Environment] = Field(min_length=1)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
 
     @field_validator("services", "environments")
     @classmethod

@@ -234,3 +234,15 @@ class PrefectUnreachable(PromotionError):
             f"cannot reach the Prefect API at {url}: {reason}. Start the server (prefect server start) "
             "and set PREFECT_API_URL to it."
         )
+
+
+class DigestFlagged(PromotionError):
+    """The digest failed a later re-check (corrupted bytes, expired evidence): never promoted."""
+
+    def __init__(self, digest: str, service: str, reason: str) -> None:
+        self.digest = digest
+        self.service = service
+        self.reason = reason
+        super().__init__(
+            f"{digest} of {service} is flagged: {reason}. It will not be promoted; publish a new build."
+        )

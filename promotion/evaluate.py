@@ -21,6 +21,7 @@ from promotion.config import (
     SoakGate,
     TestsGate,
     WindowGate,
+    format_duration,
 )
 from promotion.digest import Digest
 from promotion.errors import PromotionError
@@ -67,6 +68,20 @@ def _reports(kind: str, ctx: GateContext) -> list[bytes]:
 
 
 def _dispatch(gate: Gate, ctx: GateContext) -> GateResult:
+    if gate.kind in EVIDENCE_FOR and gate.max_age is not None:
+        age = ctx.now - ctx.artifact.created_at
+        if age > gate.max_age:
+            return GateResult(
+                gate=gate.name or gate.kind,
+                kind=gate.kind,
+                passed=False,
+                measured={"evidence_age": format_duration(age)},
+                thresholds={"max_age": format_duration(gate.max_age)},
+                reasons=[
+                    f"evidence expired: {EVIDENCE_FOR[gate.kind]} published {format_duration(age)} ago "
+                    f"(max_age {format_duration(gate.max_age)}); re-run the check and publish again"
+                ],
+            )
     if isinstance(gate, TestsGate):
         return g.evaluate_tests(gate, _reports("junit", ctx))
     if isinstance(gate, CoverageGate):

@@ -76,8 +76,8 @@ class ArtifactRecord(Record):
         }
 
 
-LedgerEvent = Literal["published", "promoted", "rejected", "approval", "rolled_back"]
-LEDGER_EVENTS: tuple[str, ...] = ("published", "promoted", "rejected", "approval", "rolled_back")
+LedgerEvent = Literal["published", "promoted", "rejected", "approval", "rolled_back", "flagged"]
+LEDGER_EVENTS: tuple[str, ...] = ("published", "promoted", "rejected", "approval", "rolled_back", "flagged")
 
 
 class EnvState(Record):
@@ -93,6 +93,9 @@ class EnvState(Record):
 class LedgerState(Record):
     environments: dict[str, EnvState] = Field(default_factory=dict)
     latest_published: EnvState | None = None
+    #: Digests that failed a later re-check (corrupted blob, expired evidence): never promoted
+    #: again. Digest -> reason.
+    flagged: dict[str, str] = Field(default_factory=dict)
 
 
 class LedgerRecord(Record):
@@ -121,6 +124,10 @@ def apply_event(state: LedgerState, rec: LedgerRecord) -> LedgerState:
     entry = EnvState(digest=rec.digest, version=rec.version, since=rec.at, by=rec.actor, seq=rec.seq)
     if rec.event == "published":
         return state.model_copy(update={"latest_published": entry})
+    if rec.event == "flagged":
+        flagged = dict(state.flagged)
+        flagged[str(rec.digest)] = rec.reason
+        return state.model_copy(update={"flagged": flagged})
     if rec.event in ("promoted", "rolled_back") and rec.environment:
         envs = dict(state.environments)
         envs[rec.environment] = entry
