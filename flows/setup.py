@@ -10,6 +10,14 @@ from flows.pipeline import limit_name
 from promotion.config import Pipeline
 
 
+def register_blocks() -> list[str]:
+    """Register the project's block types, as ``prefect block register -m blocks`` would."""
+    from blocks.credentials import S3StoreCredentials
+
+    S3StoreCredentials.register_type_and_schema()
+    return [S3StoreCredentials.get_block_type_slug()]
+
+
 def ensure_concurrency_limits(pipeline: Pipeline) -> list[str]:
     """One global concurrency limit of 1 slot per (service, environment); returns their names.
 

@@ -349,7 +349,9 @@ class StoreConfig(Strict):
     prefix: str = Field(default="", description="key prefix for everything the product writes")
     region: str = "us-east-1"
     credentials_block: str | None = Field(
-        default=None, description="name of a Prefect AwsCredentials block; else the AWS chain"
+        default=None,
+        description="Prefect block with the store's credentials: 'promotion-s3-credentials/NAME', or "
+        "NAME of a prefect-aws aws-credentials block; unset: the standard AWS credential chain",
     )
 
     @field_validator("prefix")

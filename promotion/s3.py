@@ -79,24 +79,25 @@ def make_client(cfg: StoreConfig, *, max_attempts: int | None = None, pool: int 
 
 
 def _session_from_block(name: str) -> boto3.session.Session:
-    """A boto3 session from a Prefect ``aws-credentials`` block (prefect-aws's AwsCredentials).
+    """A boto3 session from a Prefect credentials block: ``SLUG/NAME``, or ``NAME`` for prefect-aws's
+    ``aws-credentials`` type (read through Prefect's API, so prefect-aws need not be installed).
 
-    The block document is read through Prefect's API, so prefect-aws need not be installed (it
-    pins botocore tightly). Prefect is imported here only: it costs seconds to import.
+    Prefect is imported here only: it costs seconds to import and most commands never need it.
     """
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
     from promotion.errors import ConfigError
 
-    slug = "aws-credentials"
+    slug, _, block = name.rpartition("/")
+    slug = slug or "aws-credentials"
     try:
         with get_client(sync_client=True) as client:
-            doc = client.read_block_document_by_name(name=name, block_type_slug=slug, include_secrets=True)
+            doc = client.read_block_document_by_name(name=block, block_type_slug=slug, include_secrets=True)
     except ObjectNotFound:
         raise ConfigError(
             "store.credentials_block",
-            [f"no {slug} block named {name!r} on the Prefect server; create it or unset credentials_block"],
+            [f"no {slug} block named {block!r} on the Prefect server; create it or unset credentials_block"],
         ) from None
     data = doc.data
     kwargs: dict[str, Any] = {
