@@ -24,13 +24,17 @@ def problems(text: str) -> list[str]:
     return exc.value.problems
 
 
-def test_the_shipped_example_is_valid() -> None:
+def test_the_shipped_examples_are_valid() -> None:
     p = load_pipeline(REPO / "promotion.yaml", apply_env=False)
     assert p.environment_names == ["dev", "staging", "prod"]
     prod = p.environment("prod")
     assert prod.approval is not None and prod.approval.min_approvals == 1
     assert prod.approval.timeout == dt.timedelta(hours=24)
-    assert {g.kind for g in prod.gates} == {"soak", "window", "policy"}
+    assert set(p.webhooks.sources) == {"standard", "github", "gitlab"}
+    full = load_pipeline(REPO / "examples" / "pipelines" / "full.yaml", apply_env=False)
+    assert {g.kind for e in full.environments for g in e.gates} == {
+        "tests", "coverage", "scan", "soak", "window", "policy", "http", "prometheus"
+    }  # fmt: skip
 
 
 def test_unknown_key_names_the_field_path() -> None:
