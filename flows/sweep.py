@@ -1,0 +1,291 @@
+"""The nightly sweep as a Prefect flow: the decisions are :mod:`promotion.sweep`'s, this only acts.
+
+>>> nightly_sweep(dry_run=True)        # doctest: +SKIP
+
+1. every service is swept (re-verify, drift, decisions), ``sweep.max_parallel`` at a time, by a
+   thread pool inside one task (a task run per service would cost ~30 ms of API writes each and
+   load the server's database for nothing a table row does not say better);
+2. drift is corrected where ``on_drift: correct``;
+3. each ``promote``/``open_approval`` decision starts a pipeline run through the deployment named
+   by ``webhooks.deployment``, with ``timeout=0``: an approval stage becomes a paused run people
+   answer, and the sweep never waits for it;
+4. retention lists (and with ``apply_retention`` deletes) blobs nothing references;
+5. a table artifact (key ``nightly-sweep``) lists every action and its reason, and events
+   ``promotion.drift.detected`` / ``promotion.flagged`` are emitted.
+
+Dry run changes nothing: no ledger writes, no copies, no runs, no deletes, no events (automations
+may act on events); the table artifact says what would have happened.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any, cast
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed
+
+from flows import _logging
+from promotion.config import Pipeline, load_pipeline
+from promotion.errors import PromotionError
+from promotion.models import utcnow
+from promotion.store import ArtifactStore
+from promotion.sweep import (
+    ACTOR,
+    RetentionReport,
+    RunRequest,
+    ServiceReport,
+    SweepReport,
+    correct_all,
+    run_requests,
+    run_retention,
+    sweep_date,
+    sweep_services,
+)
+from tasks import report
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+
+_logging.install()
+
+ARTIFACT_KEY = "nightly-sweep"
+#: Runs the sweep starts carry this tag, so they can be found (and told from webhook runs).
+RUN_TAG = "nightly-sweep"
+#: Proposals named one per line in the run log; the table artifact lists them all.
+LOG_PROPOSALS = 20
+
+
+def _run_name() -> str:
+    return "nightly sweep" + (" (dry run)" if flow_run.parameters.get("dry_run") else "")
+
+
+@task(name="sweep-services", cache_policy=NO_CACHE)
+def sweep_all(store: ArtifactStore, now: dt.datetime, dry_run: bool) -> list[ServiceReport]:
+    """Re-verify, find drift and decide, for every service (``sweep.max_parallel`` at once)."""
+    return sweep_services(store, now=now, dry_run=dry_run)
+
+
+@task(name="correct-drift", cache_policy=NO_CACHE)
+def correct(store: ArtifactStore, reports: list[ServiceReport]) -> list[ServiceReport]:
+    """Re-copy the ledger's digest where ``on_drift: correct``, then check the copy again."""
+    return correct_all(store, reports)
+
+
+@task(name="retention", cache_policy=NO_CACHE)
+def retention(
+    store: ArtifactStore, reports: list[ServiceReport], now: dt.datetime, apply: bool
+) -> RetentionReport:
+    """List (and with ``apply`` delete) blobs nothing references and older than the retention."""
+    return run_retention(store, reports, now=now, apply=apply)
+
+
+def _open_runs(deployment: str) -> tuple[dict[tuple[str, str, str], str], str | None]:
+    """(service, to, digest) -> id of a run of ``deployment`` not yet finished; or why unknown."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+
+    waiting = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
+    found: dict[tuple[str, str, str], str] = {}
+    with get_client(sync_client=True) as client:
+        try:
+            dep = client.read_deployment_by_name(deployment)
+        except ObjectNotFound:
+            return found, (
+                f"deployment {deployment!r} not found: deploy the pipeline flow under that name "
+                "(promote_pipeline.to_deployment(name='pipeline')) or set webhooks.deployment"
+            )
+        flt = FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[dep.id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=waiting)),
+        )
+        offset = 0
+        while True:
+            page = client.read_flow_runs(flow_run_filter=flt, limit=200, offset=offset)
+            for r in page:
+                p = r.parameters
+                found[(str(p.get("service")), str(p.get("to")), str(p.get("digest")))] = str(r.id)
+            if len(page) < 200:
+                return found, None
+            offset += len(page)
+
+
+@task(name="start-pipeline-runs", cache_policy=NO_CACHE)
+def start_runs(requests: list[RunRequest]) -> list[RunRequest]:
+    """Start one pipeline run per request (``timeout=0``: never wait), unless one is open already.
+
+    A run still open from an earlier night (e.g. paused for approval) is not doubled; the same
+    night run twice gets the same runs back (the idempotency key).
+    """
+    from prefect.deployments import run_deployment
+
+    if not requests:
+        return []
+    logger = get_run_logger()
+    out: list[RunRequest] = []
+    cache: dict[str, tuple[dict[tuple[str, str, str], str], str | None]] = {}
+    for r in requests:
+        if r.deployment not in cache:
+            cache[r.deployment] = _open_runs(r.deployment)
+        open_runs, missing = cache[r.deployment]
+        if missing is not None:
+            out.append(r.model_copy(update={"outcome": "failed", "detail": missing}))
+            continue
+        existing = open_runs.get((r.service, r.environment, str(r.digest)))
+        if existing is not None:
+            out.append(
+                r.model_copy(
+                    update={
+                        "outcome": "already open",
+                        "flow_run_id": existing,
+                        "detail": "a run for this promotion is waiting",
+                    }
+                )
+            )
+            continue
+        try:
+            run = run_deployment(
+                r.deployment,
+                parameters=r.parameters,
+                timeout=0,
+                idempotency_key=r.idempotency_key,
+                tags=[RUN_TAG],
+                # Its own top-level run, like a webhook's: it may wait days for approval and must
+                # not hang off this sweep's run.
+                as_subflow=False,
+            )
+        except Exception as exc:  # noqa: BLE001 - one refused run must not stop the others
+            logger.warning("could not start %s → %s: %s", r.service, r.environment, exc)
+            out.append(r.model_copy(update={"outcome": "failed", "detail": f"{type(exc).__name__}: {exc}"}))
+            continue
+        # async_dispatch types the call as "FlowRun or coroutine"; from sync code it is the run.
+        started = cast("FlowRun", run)
+        out.append(r.model_copy(update={"outcome": "started", "flow_run_id": str(started.id)}))
+    return out
+
+
+def _events(reports: list[ServiceReport]) -> None:
+    for s in reports:
+        for f in s.drift:
+            digest = f.expected or f.actual
+            if digest is None:
+                continue  # a check that could not run names no digest: it is in the table
+            report.event(
+                "drift.detected",
+                service=s.service,
+                environment=f.environment,
+                digest=digest,
+                payload={
+                    "expected": str(f.expected) if f.expected else None,
+                    "actual": str(f.actual) if f.actual else None,
+                    "location": f.location,
+                    "on_drift": f.on_drift,
+                    "action": f.action,
+                    "detail": f.detail,
+                },
+            )
+        for c in s.newly_flagged:
+            report.event(
+                "flagged",
+                service=s.service,
+                environment=None,
+                digest=c.digest,
+                payload={"reason": c.flag_reason, "check": c.outcome, "roles": c.roles},
+            )
+
+
+def _summary(rep: SweepReport) -> str:
+    runs = [r for r in rep.runs if r.outcome in ("started", "already open")]
+    drift = sum(len(s.drift) for s in rep.services)
+    flagged = sum(1 for s in rep.services for c in s.checks if c.flag_reason)
+    ret = rep.retention
+    deleted = len(ret.deleted)
+    listed = len(ret.candidates)
+    text = (
+        f"{len(rep.services)} service(s): {len(rep.runs)} promotion(s) proposed"
+        f"{'' if rep.dry_run else f', {len(runs)} run(s) started or open'}, {drift} drift finding(s), "
+        f"{flagged} {'to flag' if rep.dry_run else 'flagged'}, retention: {listed} unreferenced old blob(s)"
+        f"{f', {deleted} deleted' if deleted else ''}"
+    )
+    return ("dry run: " if rep.dry_run else "") + text
+
+
+def schedule(pipeline: Pipeline) -> dict[str, Any]:
+    """Keyword arguments for ``nightly_sweep.to_deployment``: the configured cron and time zone."""
+    from prefect.schedules import Cron
+
+    return {
+        "schedules": [Cron(pipeline.sweep.schedule, timezone=pipeline.sweep.timezone)],
+        # Two sweeps at once would only do the same work twice.
+        "concurrency_limit": 1,
+    }
+
+
+@flow(name="nightly-sweep", flow_run_name=_run_name, validate_parameters=True)
+def nightly_sweep(
+    dry_run: bool = False, apply_retention: bool = False, config: str | None = None
+) -> State[Any]:
+    """Promote what has soaked, find drift and rot, list (or delete) unreferenced blobs.
+
+    Completes with a one-line summary and the :class:`~promotion.sweep.SweepReport` as its
+    result; fails (after writing the table artifact) when something could not be done: a ledger
+    that cannot be read, a run that could not be started, a correction or deletion that failed.
+    """
+    logger = get_run_logger()
+    try:
+        pipeline = load_pipeline(config)
+        store = ArtifactStore(pipeline)
+    except PromotionError as exc:
+        logger.error("%s: %s", type(exc).__name__, exc)
+        return Failed(message=f"{type(exc).__name__}: {exc}")
+    now = utcnow()
+    reports = sweep_all(store, now, dry_run)
+    if not dry_run:
+        reports = correct(store, reports)
+    kept = retention(store, reports, now, apply_retention and not dry_run)
+    date = sweep_date(now, pipeline.sweep.timezone)
+    requests = run_requests(reports, deployment=pipeline.webhooks.deployment, date=date)
+    if dry_run:
+        requests = [r.model_copy(update={"outcome": "not started (dry run)"}) for r in requests]
+    else:
+        requests = start_runs(requests)
+        _events(reports)
+    rep = SweepReport(
+        now=now,
+        date=date,
+        dry_run=dry_run,
+        apply_retention=apply_retention,
+        services=reports,
+        retention=kept,
+        runs=requests,
+    )
+    summary = _summary(rep)
+    report.table(ARTIFACT_KEY, rep.rows(), summary)
+    proposals = [(s.service, x) for s in reports for x in s.decisions if x.action != "skip"]
+    # The table has every row; the run log names the first few (each line is an API write).
+    for service, x in proposals[:LOG_PROPOSALS]:
+        logger.info("%s → %s: %s %s (%s)", service, x.environment, x.action, x.digest, x.reason)
+    if len(proposals) > LOG_PROPOSALS:
+        logger.info(
+            "... and %d more proposals: see the %s artifact", len(proposals) - LOG_PROPOSALS, ARTIFACT_KEY
+        )
+    errors = rep.errors
+    if errors:
+        for e in errors:
+            logger.error("%s", e)
+        return Failed(message=f"{summary}; {len(errors)} error(s): {errors[0]}", data=rep)
+    logger.info("%s", summary)
+    return Completed(message=summary, data=rep)
+
+
+__all__ = ["ACTOR", "ARTIFACT_KEY", "RUN_TAG", "nightly_sweep", "schedule"]
