@@ -557,15 +557,79 @@ def setup() -> None:
 
     S3(pipeline.store).check_bucket()
     out.print(f"ok bucket {pipeline.store.bucket} is reachable")
-    from flows.setup import ensure_concurrency_limits
+    from flows.setup import ensure_concurrency_limits, register_blocks
 
     try:
         names = ensure_concurrency_limits(pipeline)
+        blocks = register_blocks()
     except _prefect_errors() as exc:
         from promotion.errors import PrefectUnreachable
 
         raise PrefectUnreachable(_api_url(), str(exc)) from None
     out.print(f"ok {len(names)} concurrency limits (one promotion per service and environment at a time)")
+    out.print(f"ok block types registered: {', '.join(blocks)}")
+
+
+@app.command()
+def sweep(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and report; change nothing.")] = False,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Delete unreferenced blobs older than sweep.retention.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the nightly sweep now against PREFECT_API_URL (promotions start as deployment runs)."""
+    if dry_run and apply:
+        raise _usage("--apply deletes blobs; it cannot be combined with --dry-run")
+    _pipeline()  # a bad pipeline file fails here, before Prefect is imported
+    from flows.sweep import nightly_sweep
+    from promotion.sweep import SweepReport
+
+    try:
+        st = nightly_sweep(
+            dry_run=dry_run,
+            apply_retention=apply,
+            config=str(state.config) if state.config else None,
+            return_state=True,
+        )
+    except _prefect_errors() as exc:
+        from promotion.errors import PrefectUnreachable
+
+        raise PrefectUnreachable(_api_url(), str(exc)) from None
+    report = st.result(raise_on_failure=False)
+    if isinstance(report, SweepReport):
+        if as_json:
+            _emit_json(report.model_dump(mode="json", exclude={"services": {"__all__": {"refs"}}}))
+        else:
+            table = Table(title="Nightly sweep" + (" (dry run)" if dry_run else ""), title_justify="left")
+            for col in ("service", "kind", "environment", "digest", "action", "reason"):
+                table.add_column(col)
+            for r in report.rows():
+                table.add_row(
+                    r["service"], r["kind"], r["environment"], r["digest"][:19], r["action"], r["reason"]
+                )
+            out.print(table)
+    out.print(st.message or st.type.value)
+    if not st.is_completed():
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    limit: Annotated[int | None, typer.Option(help="At most this many flow runs at once.")] = None,
+) -> None:
+    """Serve the pipeline, rollback and nightly-sweep deployments from this process (Ctrl-C stops)."""
+    from promotion.config import config_path
+
+    pipeline = _pipeline()
+    from flows.serve import serve_all
+
+    try:
+        serve_all(pipeline, config_path(state.config), limit=limit)
+    except _prefect_errors() as exc:
+        from promotion.errors import PrefectUnreachable
+
+        raise PrefectUnreachable(_api_url(), str(exc)) from None
 
 
 # --- entry point -----------------------------------------------------------------------------------

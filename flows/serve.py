@@ -1,0 +1,43 @@
+"""Serve the promotion deployments from one process (``promote serve``): no work pool needed.
+
+The same deployments as ``deployments/prefect.yaml``: the pipeline and rollback on demand, the
+nightly sweep on the pipeline file's cron schedule.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flows.pipeline import promote_pipeline
+from flows.rollback import rollback
+from flows.sweep import nightly_sweep
+from flows.sweep import schedule as sweep_schedule
+from promotion.config import Pipeline
+
+PIPELINE_DEPLOYMENT = "pipeline"
+
+
+def runner_deployments(pipeline: Pipeline, config: Path) -> list[Any]:
+    """The three deployments, each defaulting to this pipeline file (an absolute path)."""
+    params = {"config": str(config.resolve())}
+    flow_name, _, deployment_name = pipeline.webhooks.deployment.partition("/")
+    if flow_name != promote_pipeline.name:
+        from promotion.errors import ConfigError
+
+        raise ConfigError(
+            "webhooks.deployment",
+            [f"names flow {flow_name!r}; the pipeline flow is {promote_pipeline.name!r}"],
+        )
+    return [
+        promote_pipeline.to_deployment(name=deployment_name or PIPELINE_DEPLOYMENT, parameters=params),
+        rollback.to_deployment(name="rollback", parameters=params),
+        nightly_sweep.to_deployment(name="nightly", parameters=params, **sweep_schedule(pipeline)),
+    ]
+
+
+def serve_all(pipeline: Pipeline, config: Path, limit: int | None = None) -> None:
+    """Block serving the deployments; Ctrl-C stops it."""
+    from prefect import serve
+
+    serve(*runner_deployments(pipeline, config), limit=limit)
