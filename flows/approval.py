@@ -11,7 +11,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import get_run_logger, pause_flow_run
 from prefect.exceptions import FlowPauseTimeout
@@ -81,3 +81,22 @@ def wait_for_approvals(
             logger.warning("%s by %s refused: %s", decision.decision, decision.approver, verdict.why)
         on_decision(decision, verdict, tally)
     return tally
+
+
+def form_ready(client: Any, flow_run: Any) -> bool:
+    """Whether a paused run's resume form is stored yet.
+
+    Prefect marks the run PAUSED a moment before it saves the form's schema; a resume in between
+    is refused ("Run input schema not found"), so answer only once this is true.
+    """
+    from prefect.exceptions import ObjectNotFound
+    from prefect.input.run_input import keyset_from_paused_state
+
+    state = flow_run.state
+    if state is None or not state.is_paused():
+        return False
+    try:
+        client.read_flow_run_input(flow_run.id, keyset_from_paused_state(state)["schema"])
+    except ObjectNotFound:
+        return False
+    return True

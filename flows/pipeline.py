@@ -9,6 +9,8 @@ the same pipeline picks up where the last one stopped and never promotes twice.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -21,7 +23,14 @@ from prefect.states import Completed, Failed
 from flows import _logging
 from flows.approval import wait_for_approvals
 from promotion.approval import Decision, Tally, Verdict
-from promotion.config import Environment, Pipeline, format_duration, load_pipeline
+from promotion.config import (
+    ENV_OVERRIDES,
+    Environment,
+    Pipeline,
+    config_path,
+    format_duration,
+    load_pipeline,
+)
 from promotion.digest import Digest
 from promotion.errors import ApprovalRejected, DigestFlagged, GateFailed, PromotionError, VerificationFailed
 from promotion.evaluate import pre_deploy_gates
@@ -46,9 +55,27 @@ def limit_name(service: str, environment: str) -> str:
     return f"promotion-{service}-{environment}"
 
 
+_STORES: dict[tuple[str, ...], tuple[Pipeline, ArtifactStore]] = {}
+_STORES_LOCK = threading.Lock()
+
+
 def _load(config: str | None) -> tuple[Pipeline, ArtifactStore]:
-    pipeline = load_pipeline(config)
-    return pipeline, ArtifactStore(pipeline)
+    """The pipeline and a store for it, shared by the runs of this process.
+
+    A pipeline run and its stage runs would otherwise each build an S3 client. The key includes
+    the file's modification time and the PROMOTION_S3_* overrides, so an edited file is re-read.
+    """
+    path = config_path(config).resolve()
+    try:
+        mtime = str(path.stat().st_mtime_ns)
+    except OSError:
+        mtime = "missing"
+    key = (str(path), mtime, *(os.environ.get(v, "") for v in ENV_OVERRIDES.values()))
+    with _STORES_LOCK:
+        if key not in _STORES:
+            pipeline = load_pipeline(config)
+            _STORES[key] = (pipeline, ArtifactStore(pipeline))
+        return _STORES[key]
 
 
 def _short(digest: str) -> str:

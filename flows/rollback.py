@@ -8,14 +8,12 @@ from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
-from flows.pipeline import LOCK_TIMEOUT_S, limit_name
-from promotion.config import load_pipeline
+from flows.pipeline import LOCK_TIMEOUT_S, _load, limit_name
 from promotion.digest import Digest
 from promotion.errors import VerificationFailed
 from promotion.history import rollback_target
 from promotion.identity import current_actor
 from promotion.report import gate_table
-from promotion.store import ArtifactStore
 from tasks import report
 from tasks.deploy import deploy, verify_live
 
@@ -41,8 +39,7 @@ def rollback(
     and verified by the environment's live checks like any deploy.
     """
     logger = get_run_logger()
-    pipeline = load_pipeline(config)
-    store = ArtifactStore(pipeline)
+    pipeline, store = _load(config)
     pipeline.service(service)
     env = pipeline.environment(environment)
     wanted = Digest(to_digest) if to_digest else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -470,10 +471,16 @@ def _decide(flow_run_id: str, decision: str, approver: str, reason: str) -> str:
                     now = flow_run.state.name if flow_run.state else "unknown"
                     raise PromotionError(f"flow run {run_id} is not waiting for approval (it is {now})")
                 target = children[0]
+            # Paused a moment ago? Its form may not be stored yet; give it a few seconds.
+            from flows.approval import form_ready
+
+            deadline = time.monotonic() + 10
+            while not form_ready(client, target) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                target = client.read_flow_run(target.id)
         try:
-            resume_flow_run(
-                target.id, run_input={"decision": decision, "approver": approver, "reason": reason}
-            )
+            answer = {"decision": decision, "approver": approver, "reason": reason}
+            resume_flow_run(target.id, run_input=answer)
         except RuntimeError as exc:
             raise PromotionError(f"Prefect refused the decision for {target.id}: {exc}") from None
     except _prefect_errors() as exc:

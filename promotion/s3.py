@@ -8,6 +8,7 @@ nothing above this module needs to know botocore.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -74,8 +75,29 @@ def make_client(cfg: StoreConfig, *, max_attempts: int | None = None, pool: int 
     if cfg.credentials_block:
         session = _session_from_block(cfg.credentials_block)
     else:
-        session = boto3.session.Session()
+        session = _session()
     return session.client("s3", endpoint_url=endpoint, config=config)
+
+
+_LOADER: Any = None
+_LOADER_LOCK = threading.Lock()
+
+
+def _session(**kwargs: Any) -> boto3.session.Session:
+    """A new boto3 session (own credentials lookup) sharing one botocore data loader.
+
+    Every session otherwise re-reads and parses botocore's JSON service models: ~0.5 s each.
+    """
+    global _LOADER
+    import botocore.loaders
+    import botocore.session
+
+    with _LOADER_LOCK:
+        if _LOADER is None:
+            _LOADER = botocore.loaders.create_loader()
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _LOADER)
+    return boto3.session.Session(botocore_session=core, **kwargs)
 
 
 def _session_from_block(name: str) -> boto3.session.Session:
@@ -107,7 +129,7 @@ def _session_from_block(name: str) -> boto3.session.Session:
         "profile_name": data.get("profile_name"),
         "region_name": data.get("region_name"),
     }
-    return boto3.session.Session(**{k: v for k, v in kwargs.items() if v})
+    return _session(**{k: v for k, v in kwargs.items() if v})
 
 
 def _reveal(value: Any) -> str | None:

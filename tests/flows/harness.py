@@ -87,6 +87,8 @@ def wait_for_paused(run: Run, seen: set[str] | None = None, timeout: float = 60)
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
     from prefect.client.schemas.objects import StateType
 
+    from flows.approval import form_ready
+
     seen = seen or set()
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
@@ -96,7 +98,7 @@ def wait_for_paused(run: Run, seen: set[str] | None = None, timeout: float = 60)
                     state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
                 )
             )
-            fresh = [str(r.id) for r in runs if str(r.id) not in seen]
+            fresh = [str(r.id) for r in runs if str(r.id) not in seen and form_ready(client, r)]
             if fresh:
                 return fresh[0]
             assert run.thread.is_alive(), f"run ended without pausing: {run.state} {run.error}"

@@ -132,16 +132,19 @@ def _wait_paused_again(run: Run, run_id: str, timeout: float = 60) -> str:
 
     from prefect.client.orchestration import get_client
 
+    from flows.approval import form_ready
+
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         # first it leaves PAUSED (resumed), then pauses again for the next answer
         left = False
         while time.monotonic() < deadline:
-            st = client.read_flow_run(UUID(run_id)).state
+            current = client.read_flow_run(UUID(run_id))
+            st = current.state
             assert st is not None
             if not st.is_paused():
                 left = True
-            elif left:
+            elif left and form_ready(client, current):
                 return run_id
             assert run.thread.is_alive(), f"run ended: {run.state} {run.error}"
             time.sleep(0.1)  # polling the API for a condition, with a deadline
