@@ -34,9 +34,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 ledger_app = typer.Typer(help="Inspect the promotion ledger.", no_args_is_help=True)
+webhook_app = typer.Typer(help="The CI webhook receiver.", no_args_is_help=True)
 config_app = typer.Typer(help="Check the pipeline file.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(config_app, name="config")
+app.add_typer(webhook_app, name="webhook")
 
 # Tables hold full digests; when stdout is a pipe or a file, do not squeeze them to 80 columns.
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -637,6 +639,20 @@ def serve(
         from promotion.errors import PrefectUnreachable
 
         raise PrefectUnreachable(_api_url(), str(exc)) from None
+
+
+@webhook_app.command("serve")
+def webhook_serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
+) -> None:
+    """Receive signed CI webhooks (POST /hooks/{github,gitlab,standard}) and start pipeline runs."""
+    pipeline = _pipeline()
+    if not pipeline.webhooks.sources:
+        raise _usage("no webhook sources are configured: add webhooks.sources to the pipeline file")
+    from promotion.webhook import serve as serve_webhooks
+
+    serve_webhooks(pipeline, host=host, port=port)
 
 
 # --- entry point -----------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,36 +13,40 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _closed(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
 def test_demo_runs_end_to_end_and_cleans_up() -> None:
     r = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "demo.py")],
+        [sys.executable, "-u", str(REPO / "scripts" / "demo.py")],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         cwd=REPO,
+        env={**os.environ, "DEMO_COUNTDOWN": "1"},
     )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    digests = re.findall(r"^sha256:[0-9a-f]{64}$", r.stdout, flags=re.M)
-    # published twice (the second time uploads nothing), same digest both times
-    assert len(digests) == 2 and digests[0] == digests[1]
-    assert "0 bytes uploaded" in r.stderr
-    assert "every byte re-hashed" in r.stdout
-    assert re.search(r"ok\s+hello: 1 records", r.stdout)
-    assert "(latest published)" in r.stdout and digests[0] in r.stdout
-    # the server it started is gone: its S3 port no longer answers
-    port = re.search(r"S3 is up at http://127\.0\.0\.1:(\d+)", r.stdout)
-    assert port is not None
-    import socket
-
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", int(port.group(1)))) != 0
+    out = r.stdout
+    assert r.returncode == 0, out[-4000:] + r.stderr[-4000:]
+    digest = re.search(r"^(sha256:[0-9a-f]{64})$", out, flags=re.M)
+    assert digest is not None
+    assert "POST /hooks/standard -> 202" in out
+    assert "the same delivery again -> 202, same run" in out
+    # dev and staging promoted before the pause; prod paused, then approved from the CLI
+    assert re.search(r"hello sha256:\w{12}… → dev: Completed", out)
+    assert re.search(r"hello sha256:\w{12}… → staging: Completed", out)
+    assert re.search(r"hello sha256:\w{12}… → prod: Paused", out)
+    assert "approval by alice sent to" in out
+    assert f"pipeline run: Completed: promoted {digest.group(1)[:19]} to prod" in out
+    for env in ("dev", "staging", "prod"):
+        assert re.search(rf"hello\s+│\s+{env}\s+│\s+{digest.group(1)}", out), env
+    assert re.search(r"ok\s+hello: 5 records", out)  # published, promoted x3, one approval
+    ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", out)]
+    assert ports and all(_closed(p) for p in set(ports))
 
 
 def test_ctrl_c_stops_everything_the_demo_started() -> None:
-    import os
-    import signal
-    import socket
-
     proc = subprocess.Popen(
         [sys.executable, "-u", str(REPO / "scripts" / "demo.py")],
         stdout=subprocess.PIPE,
@@ -49,15 +56,14 @@ def test_ctrl_c_stops_everything_the_demo_started() -> None:
         start_new_session=True,
     )
     assert proc.stdout is not None
-    port = None
-    for line in proc.stdout:  # wait for the server to be up, by what the demo says
-        if m := re.search(r"S3 is up at http://127\.0\.0\.1:(\d+)", line):
-            port = int(m.group(1))
+    ports: list[int] = []
+    for line in proc.stdout:  # wait until both servers are up, by what the demo says
+        ports += [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", line)]
+        if "Prefect UI:" in line:
             break
-    assert port is not None
+    assert len(ports) >= 2
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=90)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0
+    assert all(_closed(p) for p in ports)
