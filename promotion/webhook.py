@@ -1117,6 +1117,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logger.info(
+            "webhook receiver ready: sources %s; deployment %s",
+            ", ".join(sorted(pipeline.webhooks.sources)) or "none",
+            pipeline.webhooks.deployment,
+        )
         yield
         aclose = getattr(trigger, "aclose", None)
         if aclose is not None:
@@ -1172,17 +1177,23 @@ UVICORN_SETTINGS: dict[str, Any] = {
 
 def serve(pipeline: Pipeline, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
     """Run the receiver with uvicorn until interrupted (``promote webhook serve``)."""
-    import uvicorn
+    import copy
 
-    configured = ", ".join(sorted(pipeline.webhooks.sources)) or "none"
-    logger.info(
-        "webhook receiver on http://%s:%d (sources: %s; deployment %s)",
-        host,
-        port,
-        configured,
-        pipeline.webhooks.deployment,
+    import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
+
+    # uvicorn configures only its own loggers; without this, the receiver's INFO lines (each
+    # delivery accepted or ignored) would never reach the operator.
+    log_config = copy.deepcopy(LOGGING_CONFIG)
+    log_config["loggers"][logger.name] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    uvicorn.run(
+        create_app(pipeline),
+        host=host,
+        port=port,
+        log_level="info",
+        log_config=log_config,
+        **UVICORN_SETTINGS,
     )
-    uvicorn.run(create_app(pipeline), host=host, port=port, log_level="info", **UVICORN_SETTINGS)
 
 
 @contextmanager
