@@ -618,7 +618,8 @@ def sweep(
                     r["service"], r["kind"], r["environment"], r["digest"][:19], r["action"], r["reason"]
                 )
             out.print(table)
-    out.print(st.message or st.type.value)
+    # With --json, stdout holds the JSON alone.
+    (err if as_json else out).print(st.message or st.type.value)
     if not st.is_completed():
         raise typer.Exit(1)
 

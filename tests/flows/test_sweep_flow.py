@@ -186,3 +186,32 @@ def test_schedule_follows_the_config(world: World) -> None:
     (cron,) = kwargs["schedules"]
     assert (cron.cron, cron.timezone) == ("0 2 * * *", "UTC")
     assert kwargs["concurrency_limit"] == 1
+
+
+def test_promote_sweep_from_the_cli(world: World, prefect_api: str) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    def promote(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "promotion.cli", "-c", str(world.config), "sweep", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PREFECT_API_URL": prefect_api},
+            timeout=300,
+        )
+
+    d = seed_eligibility(world)
+    before = world.snapshot()
+    both = promote("--dry-run", "--apply")
+    assert both.returncode == 2 and both.stderr.startswith("UsageError: --apply deletes blobs")
+    dry = promote("--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    report = json.loads(dry.stdout)
+    proposed = {(r["service"], r["environment"]) for r in report["runs"]}
+    assert len(proposed) == 3
+    assert world.snapshot() == before and sweep_runs(set(d.values())) == []
+    table = promote("--dry-run")
+    assert table.returncode == 0 and "Nightly sweep (dry run)" in table.stdout
