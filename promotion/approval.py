@@ -6,7 +6,6 @@ against the environment's :class:`~promotion.config.ApprovalPolicy` and tallies 
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -84,7 +83,3 @@ class Tally:
     @property
     def needed(self) -> int:
         return max(0, self.policy.min_approvals - len(self.approved_by))
-
-
-def deadline(policy: ApprovalPolicy, started: dt.datetime) -> dt.datetime:
-    return started + policy.timeout

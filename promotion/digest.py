@@ -118,7 +118,3 @@ class Digest(str):
             core_schema.str_schema(),
             serialization=core_schema.plain_serializer_function_ser_schema(str),
         )
-
-
-def b64_to_hex(b64: str) -> str:
-    return base64.b64decode(b64).hex()

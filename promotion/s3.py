@@ -220,18 +220,6 @@ class S3:
 
         return self.call("GET", key, do)
 
-    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
-        def do() -> tuple[bytes, str] | None:
-            try:
-                r = self.client.get_object(Bucket=self.bucket, Key=key)
-            except ClientError as exc:
-                if _is_not_found(exc):
-                    return None
-                raise
-            return r["Body"].read(), r["ETag"]
-
-        return self.call("GET", key, do)
-
     def stream(self, key: str, chunk_size: int) -> Iterator[bytes] | None:
         """Iterate over the object's bytes; None when it does not exist."""
         try:
@@ -314,7 +302,3 @@ def _is_not_found(exc: ClientError) -> bool:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:300]
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes", "on")
