@@ -5,15 +5,23 @@ Run it from the repository root::
     .venv/bin/python bench/bench_webhook.py            # 200 samples, 20 req/s for 60 s, 3 x 10 s throughput
     .venv/bin/python bench/bench_webhook.py --quick    # smoke run: 20 samples, 5 s sustained, 1 x 2 s
     .venv/bin/python bench/bench_webhook.py --seconds 120 --rate 10 --out /tmp/webhook.json
+    .venv/bin/python bench/bench_webhook.py --database postgres   # the Prefect server on PostgreSQL
 
 The script starts its own SeaweedFS server (:class:`promotion.local_s3.LocalS3`) and its own
-Prefect server (``prefect_test_harness``, SQLite, as the tests use), registers a real deployment of
-``promote-pipeline`` that no worker serves (runs stay Scheduled, which is enough to count them),
-publishes one real artifact, and runs the receiver with uvicorn in a separate process, as
-``promote webhook serve`` would. It prints a table and writes JSON (default
-``bench/results/webhook.json``) with every sample and the facts of the machine, load average
-included: a shared machine makes every figure here slower. Exit status 1 when a correctness check
-failed (the figures are still printed and written).
+Prefect server, registers a real deployment of ``promote-pipeline`` that no worker serves (runs
+stay Scheduled, which is enough to count them), publishes one real artifact, and runs the receiver
+with uvicorn in a separate process, as ``promote webhook serve`` would. With ``--database sqlite``
+(the default) the Prefect server is ``prefect_test_harness(server_startup_timeout=180)`` (SQLite,
+as the tests use). With ``--database postgres`` the script starts its own PostgreSQL and a Prefect
+server on it with ``bench/pg.py``, as ``bench/bench_flows.py --database postgres`` does: Debian's
+server (installed with apt-get when missing), ``initdb --auth=trust`` into a temporary directory,
+a free 127.0.0.1 port, and the harness's own uvicorn command and settings for the Prefect server,
+so that the two runs differ in the database only; both are stopped and their data deleted on exit,
+Ctrl-C and SIGTERM included. It prints a table and writes JSON (default
+``bench/results/webhook.json``, with ``--database postgres`` ``bench/results/webhook-postgres.json``)
+with the database, every sample and the facts of the machine, load average included: a shared
+machine makes every figure here slower. Exit status 1 when a correctness check failed (the figures
+are still printed and written).
 
 What each figure means
 ----------------------
@@ -71,6 +79,7 @@ from types import FrameType
 from typing import Any
 
 import httpx
+import pg  # bench/pg.py, beside this script (the script's directory is first on sys.path)
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the string annotations here
 
 from promotion.config import Pipeline, load_pipeline
@@ -82,6 +91,8 @@ from promotion.store import ArtifactStore
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 DEFAULT_OUT = RESULTS_DIR / "webhook.json"
+DEFAULT_OUTS = {"sqlite": DEFAULT_OUT, "postgres": RESULTS_DIR / "webhook-postgres.json"}
+DATABASES = tuple(DEFAULT_OUTS)
 SOURCES = ("github", "gitlab", "standard")
 REPLAY_EVERY = 10
 HOST = "127.0.0.1"
@@ -616,7 +627,6 @@ def machine_facts() -> dict[str, Any]:
         "python": sys.version.split()[0],
         **{p: pkg(p) for p in ("prefect", "fastapi", "starlette", "uvicorn", "httpx", "h11", "pydantic")},
         "seaweedfs": weed,
-        "prefect_database": "sqlite (prefect_test_harness)",
     }
 
 
@@ -627,8 +637,16 @@ def render(res: dict[str, Any]) -> str:
     add = lines.append
     add(
         f"prefect-promotion webhook benchmark  {m['date_utc']}  {m['cpu_count']} CPUs  Python {m['python']}  "
-        f"Prefect {m['prefect']} (SQLite)  FastAPI {m['fastapi']}  uvicorn {m['uvicorn']}"
+        f"Prefect {m['prefect']} ({DATABASE_LABELS[res['database']]})  FastAPI {m['fastapi']}  "
+        f"uvicorn {m['uvicorn']}"
     )
+    add(f"database: {res['database']}; Prefect server: {m['prefect_database']}")
+    if "postgres" in res:
+        pgr = res["postgres"]
+        add(
+            f"PostgreSQL {pgr['version']} on 127.0.0.1:{pgr['port']}; flow runs in its database at the "
+            f"end: {pgr['flow_runs_in_db']}"
+        )
     add(
         f"{p['latency_samples']} latency samples; {p['rate']:g} req/s for {p['seconds']:g} s; throughput "
         f"{p['throughput_repeats']} x {p['throughput_seconds']:g} s at {p['connections']} connections; "
@@ -696,7 +714,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--throughput-seconds", type=float, default=None, help="per measurement (default 10)")
     ap.add_argument("--repeats", type=int, default=None, help="throughput repeats (default 3)")
     ap.add_argument("--connections", type=int, default=16, help="throughput connections (default 16)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
+    ap.add_argument(
+        "--database",
+        choices=DATABASES,
+        default="sqlite",
+        help="the Prefect server's database: sqlite = prefect_test_harness; postgres = a PostgreSQL and a "
+        "Prefect server on it that the script starts (bench/pg.py), with the harness's command and settings",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"JSON output (default {DEFAULT_OUTS['sqlite']}; with --database postgres "
+        f"{DEFAULT_OUTS['postgres']})",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 20 samples, 5 s sustained, 1 x 2 s")
     args = ap.parse_args(argv)
     quick = {"latency_samples": 20, "seconds": 5.0, "throughput_seconds": 2.0, "repeats": 1}
@@ -706,11 +737,83 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             setattr(args, name, value)
     if min(args.latency_samples, args.repeats, args.connections) < 1 or args.rate <= 0 or args.seconds <= 0:
         ap.error("counts must be >= 1 and --rate/--seconds > 0")
+    if args.out is None:
+        args.out = DEFAULT_OUTS[args.database]
     return args
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through the context managers: the servers stop
+
+
+DATABASE_LABELS = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
+
+
+@dataclass
+class PrefectUnderTest:
+    api_url: str
+    description: str
+    postgres: pg.LocalPostgres | None = None
+
+
+@contextmanager
+def harness_server() -> Iterator[str]:
+    """``prefect_test_harness``; its server subprocess is stopped even when the body raises."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    server: SubprocessASGIServer | None = None
+    try:
+        with prefect_test_harness(server_startup_timeout=180):
+            # The harness stops its server only when its body returns normally (and at exit).
+            server = SubprocessASGIServer._instances.get(None)
+            yield str(PREFECT_API_URL.value())
+    finally:
+        if server is not None:
+            server.stop()
+
+
+@contextmanager
+def prefect_on(database: str) -> Iterator[PrefectUnderTest]:
+    """A Prefect server on ``database`` that this process's client talks to, stopped on exit."""
+    if database == "sqlite":
+        print("starting the Prefect test server (SQLite)...", flush=True)
+        with harness_server() as api_url:
+            yield PrefectUnderTest(
+                api_url, "prefect_test_harness(server_startup_timeout=180): uvicorn subprocess, SQLite"
+            )
+        return
+    with pg.local_postgres(database="prefect") as db:
+        print(
+            f"PostgreSQL {db.version} at 127.0.0.1:{db.port} (data in {db.root}); starting a Prefect server "
+            "on it (migrations, ~20-30 s)...",
+            flush=True,
+        )
+        with pg.prefect_server(db.url(), "harness") as server, pg.use_prefect_api(server.api_url):
+            yield PrefectUnderTest(
+                server.api_url,
+                "uvicorn subprocess as prefect_test_harness starts it (no UI, ephemeral services), "
+                f"PostgreSQL {db.version} (postgresql+asyncpg, initdb defaults)",
+                db,
+            )
+
+
+def postgres_facts(b: Bench, db: pg.LocalPostgres, least: int) -> dict[str, Any]:
+    """The PostgreSQL server, and a check that the flow runs really are in its database."""
+    facts: dict[str, Any] = {"version": db.version, "port": db.port, "flow_runs_in_db": None}
+    try:
+        runs = int(db.sql("SELECT count(*) FROM flow_run"))
+    except (pg.PostgresError, ValueError) as exc:
+        b.check("postgres: the flow runs are in PostgreSQL", False, f"counting them failed: {exc}")
+        return facts
+    facts["flow_runs_in_db"] = runs
+    b.check(
+        "postgres: the flow runs are in PostgreSQL",
+        runs >= least,
+        f"{runs} rows in flow_run (expected >= {least})",
+    )
+    return facts
 
 
 def publish(store: ArtifactStore, tmp: Path) -> Digest:
@@ -727,9 +830,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_facts()
     # Telemetry writes to the database while the server starts: a source of "database is locked".
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
     from promotion import webhook
 
     keys = Keys()
@@ -742,10 +842,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.update(
             {k: v for k, v in s3.env().items() if k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
         )
-        step(f"SeaweedFS at {s3.endpoint_url}; starting the Prefect test server...")
-        with prefect_test_harness(server_startup_timeout=180):
-            api = str(PREFECT_API_URL.value())
-            os.environ["PREFECT_API_URL"] = api
+        step(f"SeaweedFS at {s3.endpoint_url}; Prefect on {args.database}")
+        with prefect_on(args.database) as prefect_server:
+            machine["prefect_database"] = prefect_server.description
+            api = prefect_server.api_url
+            os.environ["PREFECT_API_URL"] = api  # the receiver's process reads it from its environment
             deployment, deployment_id = register_deployment()
             config = Path(tmp) / "promotion.yaml"
             prefix = f"bench-{uuid.uuid4().hex[:8]}/"
@@ -770,8 +871,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 throughput = bench_throughput(
                     b, bare_url, args.connections, args.throughput_seconds, args.repeats
                 )
+            postgres: dict[str, Any] | None = None
+            if prefect_server.postgres is not None:
+                # at least: the warm-ups, both sides of every latency sample, every sustained run listed
+                least = 4 + 2 * args.latency_samples + sustained["runs_listed_for_these_deliveries"]
+                postgres = postgres_facts(b, prefect_server.postgres, least)
     machine["loadavg_at_end"] = os.getloadavg()
     res: dict[str, Any] = {
+        "database": args.database,
+        "prefect_api_url": api,
         "machine": machine,
         "params": {
             "latency_samples": args.latency_samples,
@@ -781,6 +889,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "throughput_repeats": args.repeats,
             "connections": args.connections,
             "quick": args.quick,
+            "database": args.database,
         },
         "settings": {
             "uvicorn": {**webhook.UVICORN_SETTINGS, "log_level": "warning", "access_log": False},
@@ -793,6 +902,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "checks": b.checks,
         "total_s": time.perf_counter() - started,
     }
+    if postgres is not None:
+        res["postgres"] = postgres
     print()
     print(render(res))
     out: Path = args.out
