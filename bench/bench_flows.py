@@ -93,14 +93,11 @@ import argparse
 import copy
 import dataclasses
 import datetime as dt
-import json
 import math
 import os
-import platform
 import random
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -111,14 +108,26 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 from uuid import UUID
 
 import httpx
 import pg  # bench/pg.py, beside this script (the script's directory is first on sys.path)
+from _common import (
+    BENCH_DIR,
+    RESULTS_DIR,
+    exit_on_sigterm,
+    fill_defaults,
+    fmt_samples,
+    machine_facts,
+    median,
+    percentile,
+    prefect_on,
+    quiet_prefect_console,
+    render_checks,
+    write_results,
+)
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
@@ -144,7 +153,7 @@ from promotion.config import load_pipeline
 from promotion.digest import Digest
 from promotion.evaluate import MAX_EVIDENCE_BYTES, GateContext, evaluate, pre_deploy_gates
 from promotion.gates import GateResult
-from promotion.local_s3 import LocalS3, weed_binary
+from promotion.local_s3 import LocalS3
 from promotion.models import EnvState, EvidenceRef, Provenance, utcnow
 from promotion.plan import plan, previous_environment
 from promotion.report import stage_report
@@ -154,10 +163,8 @@ from tasks.report import artifact_key
 
 T = TypeVar("T")
 
-BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 EVIDENCE = REPO / "examples" / "evidence"
-RESULTS_DIR = BENCH_DIR / "results"
 DEFAULT_OUT = RESULTS_DIR / "flows.json"
 SERVICE = "api"
 GATES_PER_STAGE = (2, 2, 2)
@@ -217,20 +224,6 @@ class BenchError(RuntimeError):
 
 
 # -- statistics ------------------------------------------------------------------------------------
-
-
-def percentile(samples: Sequence[float], p: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), ``p`` in 0..100."""
-    if not samples:
-        return math.nan
-    xs = sorted(samples)
-    pos = (len(xs) - 1) * p / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def median(samples: Sequence[float]) -> float:
-    return percentile(samples, 50)
 
 
 def summary(samples: Sequence[float]) -> dict[str, Any]:
@@ -1017,38 +1010,6 @@ def reject_leftovers(b: Bench) -> None:
 # -- report ----------------------------------------------------------------------------------------
 
 
-def machine_facts() -> dict[str, Any]:
-    def pkg(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    try:
-        weed = subprocess.run(
-            [weed_binary(), "version"], capture_output=True, text=True, timeout=20, check=False
-        ).stdout.splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError) as exc:
-        weed = f"unknown ({exc})"
-    return {
-        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "mem_total_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "loadavg": {"start": os.getloadavg()},
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "prefect": pkg("prefect"),
-        "boto3": pkg("boto3"),
-        "httpx": pkg("httpx"),
-        "seaweedfs": weed,
-    }
-
-
-def fmt_samples(xs: Sequence[float]) -> str:
-    return " ".join(f"{x:.3f}" for x in xs)
-
-
 def load3(x: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:.2f}" for v in x) + ")"
 
@@ -1080,10 +1041,7 @@ def render(res: dict[str, Any]) -> str:
         render_overhead(res, add)
     if "approval" in res:
         render_approval(res, add)
-    failed = [c for c in res["checks"] if not c["ok"]]
-    add(f"checks: {len(res['checks']) - len(failed)}/{len(res['checks'])} ok")
-    for c in failed:
-        add(f"  FAILED {c['name']}: {c['detail']}")
+    render_checks(res["checks"], add)
     add(f"load average at end {load3(m['loadavg']['end'])}; total {res['total_s']:.1f} s")
     return "\n".join(lines)
 
@@ -1388,83 +1346,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     quick = {"runs": 2, "approvals": 2, "pure_reps": 2}
     full = {"runs": 10, "approvals": 10, "pure_reps": 5}
-    for name, value in (quick if args.quick else full).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    fill_defaults(args, quick, full)
     if args.runs < 1 or args.approvals < 1 or args.pure_reps < 1:
         ap.error("--runs, --approvals and --pure-reps must be >= 1")
     return args
-
-
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the context managers: the servers stop
-
-
-def quiet_console() -> None:
-    import logging
-
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    loggers = [logging.getLogger()] + [
-        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
-    ]
-    for lg in loggers:
-        for h in lg.handlers:
-            if isinstance(h, PrefectConsoleHandler):
-                h.setLevel(logging.WARNING)
-
-
-@contextmanager
-def prefect_server() -> Iterator[str]:
-    """``prefect_test_harness``; the server subprocess is stopped even when the body raises."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    server: SubprocessASGIServer | None = None
-    try:
-        with prefect_test_harness(server_startup_timeout=180):
-            # The harness stops its server only when its body returns normally (and at exit).
-            server = SubprocessASGIServer._instances.get(None)
-            yield str(PREFECT_API_URL.value())
-    finally:
-        if server is not None:
-            server.stop()
-
-
-@dataclass
-class PrefectUnderTest:
-    api_url: str
-    description: str
-    postgres: pg.LocalPostgres | None = None
-
-
-@contextmanager
-def prefect_on(database: str, postgres_server: pg.ServerMode) -> Iterator[PrefectUnderTest]:
-    """A Prefect server on ``database`` that this process's client talks to, stopped on exit."""
-    if database == "sqlite":
-        with prefect_server() as api_url:
-            yield PrefectUnderTest(
-                api_url, "prefect_test_harness(server_startup_timeout=180): uvicorn subprocess, SQLite"
-            )
-        return
-    started = {
-        "harness": "uvicorn subprocess as prefect_test_harness starts it (no UI, ephemeral services)",
-        "cli": "prefect server start (UI and every background service)",
-    }[postgres_server]
-    with pg.local_postgres(database="prefect") as db:
-        print(
-            f"PostgreSQL {db.version} at 127.0.0.1:{db.port} (data in {db.root}); starting a Prefect server "
-            "on it (migrations, ~20-30 s)...",
-            flush=True,
-        )
-        with pg.prefect_server(db.url(), postgres_server) as server, pg.use_prefect_api(server.api_url):
-            yield PrefectUnderTest(
-                server.api_url,
-                f"{started}, PostgreSQL {db.version} (postgresql+asyncpg, initdb defaults)",
-                db,
-            )
 
 
 @contextmanager
@@ -1565,14 +1450,14 @@ def bench_database(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     args.databases = ["sqlite", "postgres"] if args.database == "both" else [args.database]
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     if not args.verbose:
-        quiet_console()
+        quiet_prefect_console()
     poll_env = os.environ.pop(POLL_ENV, None)  # measure the product's default poll interval
     if poll_env is not None:
         print(f"note: {POLL_ENV}={poll_env} was set; unset for this run", flush=True)
     started = time.perf_counter()
-    machine = machine_facts()
+    machine = machine_facts(("prefect", "boto3", "httpx"), nested_loadavg=True)
     results: dict[str, dict[str, Any]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="bench-flows-") as tmp,
@@ -1602,8 +1487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render(results[args.databases[-1]]))
         print()
         print(render_comparison(res))
-    out.write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
-    print(f"\nwrote {out}")
+    write_results(out, res, default=str)
     return 0 if all(c["ok"] for c in checks) else 1
 
 

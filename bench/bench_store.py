@@ -52,14 +52,10 @@ What each figure means
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
-import json
 import math
 import os
-import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -68,18 +64,29 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from _common import (
+    RESULTS_DIR,
+    exit_on_sigterm,
+    fill_defaults,
+    fmt_samples,
+    latency_summary,
+    load_and_total_line,
+    machine_facts,
+    median,
+    render_checks,
+    rounded_load,
+    write_results,
+)
 from boto3.s3.transfer import TransferConfig
 
 from promotion import store as store_module
 from promotion.config import Pipeline, parse_pipeline
 from promotion.digest import Digest
 from promotion.ledger import Ledger
-from promotion.local_s3 import LocalS3, weed_binary
+from promotion.local_s3 import LocalS3
 from promotion.models import Provenance
 from promotion.s3 import S3, make_client
 from promotion.store import ArtifactStore
@@ -89,8 +96,6 @@ if TYPE_CHECKING:
 
 MiB = 1024 * 1024
 MB = 1_000_000
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
 DEFAULT_OUT = RESULTS_DIR / "store.json"
 SERVICE = "api"
 WRITER_COUNTS = (1, 8)
@@ -117,20 +122,6 @@ class BenchError(RuntimeError):
 # -- statistics ------------------------------------------------------------------------------------
 
 
-def percentile(samples: Sequence[float], p: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), ``p`` in 0..100."""
-    if not samples:
-        return math.nan
-    xs = sorted(samples)
-    pos = (len(xs) - 1) * p / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def median(samples: Sequence[float]) -> float:
-    return percentile(samples, 50)
-
-
 def time_summary(samples: Sequence[float], nbytes: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "median_s": median(samples),
@@ -141,18 +132,6 @@ def time_summary(samples: Sequence[float], nbytes: int | None = None) -> dict[st
     if nbytes is not None:
         out["median_mb_per_s"] = nbytes / MB / out["median_s"]
     return out
-
-
-def latency_summary(samples_s: Sequence[float]) -> dict[str, Any]:
-    ms = [s * 1000 for s in samples_s]
-    return {
-        "n": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p99_ms": percentile(ms, 99),
-        "mean_ms": sum(ms) / len(ms) if ms else math.nan,
-        "max_ms": max(ms) if ms else math.nan,
-        "samples_ms": [round(x, 3) for x in ms],
-    }
 
 
 def ratio_summary(base: Sequence[float], ours: Sequence[float]) -> dict[str, Any]:
@@ -568,35 +547,6 @@ def bench_ledger_concurrent(b: Bench, digest: Digest, writers: int) -> dict[str,
 # -- report ---------------------------------------------------------------------------------------
 
 
-def machine_facts() -> dict[str, Any]:
-    def pkg(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    try:
-        weed = subprocess.run(
-            [weed_binary(), "version"], capture_output=True, text=True, timeout=20, check=False
-        ).stdout.splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError) as exc:
-        weed = f"unknown ({exc})"
-    return {
-        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "mem_total_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "loadavg_at_start": os.getloadavg(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "boto3": pkg("boto3"),
-        "botocore": pkg("botocore"),
-        "s3transfer": pkg("s3transfer"),
-        "awscrt": pkg("awscrt"),
-        "seaweedfs": weed,
-    }
-
-
 def settings(base: S3Client) -> dict[str, Any]:
     tc = TransferConfig()
     return {
@@ -622,10 +572,6 @@ def settings(base: S3Client) -> dict[str, Any]:
     }
 
 
-def fmt_samples(xs: Sequence[float], scale: float = 1.0) -> str:
-    return " ".join(f"{x * scale:.3f}" for x in xs)
-
-
 def verdict(r: dict[str, Any]) -> str:
     return "meets goal" if r["meets_goal"] else "BELOW GOAL"
 
@@ -643,7 +589,7 @@ def render(res: dict[str, Any]) -> str:
         f"file {p['size_mib']} MiB random, {p['repeats']} repeat(s), {p['appends']} appends per writer "
         f"count; ours/baseline alternate order each repeat; median [all samples]; MB = 10^6 bytes"
     )
-    add(f"load average at start {tuple(round(x, 2) for x in m['loadavg_at_start'])}")
+    add(f"load average at start {rounded_load(m['loadavg_at_start'])}")
     add("")
 
     def trow(label: str, s: dict[str, Any]) -> None:
@@ -706,13 +652,8 @@ def render(res: dict[str, Any]) -> str:
             lrow(f"baseline: put_object IfNoneMatch ({bl['record_bytes']} B)", bl["latency"])
             add(f"  {'':<44} {bl['puts_per_s']:8.1f} puts/s   (1 writer, interleaved with the appends)")
     add("")
-    failed = [c for c in res["checks"] if not c["ok"]]
-    add(f"checks: {len(res['checks']) - len(failed)}/{len(res['checks'])} ok")
-    for c in failed:
-        add(f"  FAILED {c['name']}: {c['detail']}")
-    add(
-        f"load average at end {tuple(round(x, 2) for x in m['loadavg_at_end'])}; total {res['total_s']:.1f} s"
-    )
+    render_checks(res["checks"], add)
+    add(load_and_total_line(m, res["total_s"]))
     return "\n".join(lines)
 
 
@@ -729,24 +670,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     quick = {"size_mib": 16, "repeats": 1, "appends": 20}
     full = {"size_mib": 256, "repeats": 3, "appends": 200}
-    for name, value in (quick if args.quick else full).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    fill_defaults(args, quick, full)
     if args.size_mib < 1 or args.repeats < 1 or args.appends < max(WRITER_COUNTS):
         ap.error(f"--size-mib and --repeats must be >= 1, --appends >= {max(WRITER_COUNTS)}")
     return args
 
 
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the context managers: the server stops
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     size = args.size_mib * MiB
     started = time.perf_counter()
-    machine = machine_facts()
+    machine = machine_facts(("boto3", "botocore", "s3transfer", "awscrt"))
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp, LocalS3(bucket="bench") as server:
         creds = server.env()
         os.environ["AWS_ACCESS_KEY_ID"] = creds["AWS_ACCESS_KEY_ID"]
@@ -801,9 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: Path = args.out
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / ".gitkeep").touch()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {out}")
+    write_results(out, res)
     return 0 if all(c["ok"] for c in b.checks) else 1
 
 

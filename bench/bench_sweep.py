@@ -43,11 +43,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -57,21 +54,30 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from _common import (
+    RESULTS_DIR,
+    exit_on_sigterm,
+    fill_defaults,
+    harness_server,
+    load_and_total_line,
+    machine_facts,
+    quiet_prefect_console,
+    render_checks,
+    rounded_load,
+    write_results,
+)
 
 from promotion.config import Pipeline, load_pipeline
 from promotion.deploy import copy_to_target
 from promotion.digest import Digest
-from promotion.local_s3 import LocalS3, weed_binary
+from promotion.local_s3 import LocalS3
 from promotion.models import Provenance, utcnow
 from promotion.store import ArtifactStore, parse_evidence
 from promotion.sweep import SweepReport, sweep
 
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
 DEFAULT_OUT = RESULTS_DIR / "sweep.json"
 GOAL = 11.0
 SEED_THREADS = 16
@@ -294,33 +300,6 @@ def bench_size(
 # -- output ---------------------------------------------------------------------------------------
 
 
-def machine_facts() -> dict[str, Any]:
-    def pkg(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    try:
-        weed = subprocess.run(
-            [weed_binary(), "version"], capture_output=True, text=True, timeout=20, check=False
-        ).stdout.splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError) as exc:
-        weed = f"unknown ({exc})"
-    return {
-        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "mem_total_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "loadavg_at_start": os.getloadavg(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "boto3": pkg("boto3"),
-        "prefect": pkg("prefect"),
-        "seaweedfs": weed,
-    }
-
-
 def growth(sizes: list[dict[str, Any]], part: str) -> dict[str, Any] | None:
     have = [s for s in sizes if part in s]
     if len(have) < 2:
@@ -349,7 +328,7 @@ def render(res: dict[str, Any]) -> str:
         f"sizes {p['sizes']} services, {p['repeats']} steady repeat(s), 5 ledger records and 2 artifacts "
         f"per service, max_parallel 8; flow: {'dry run on a Prefect server' if p['flow'] else 'not run'}"
     )
-    add(f"load average at start {tuple(round(x, 2) for x in m['loadavg_at_start'])}")
+    add(f"load average at start {rounded_load(m['loadavg_at_start'])}")
     add("")
     add(
         f"  {'services':>8} {'seed s':>8} {'cold s':>8} {'req/svc':>8} "
@@ -375,13 +354,8 @@ def render(res: dict[str, Any]) -> str:
     ops = ", ".join(f"{k} {v / last['services']:.2f}" for k, v in sorted(last["steady"]["requests"].items()))
     add(f"  steady requests per service at {last['services']}: {ops}")
     add("")
-    failed = [c for c in res["checks"] if not c["ok"]]
-    add(f"checks: {len(res['checks']) - len(failed)}/{len(res['checks'])} ok")
-    for c in failed:
-        add(f"  FAILED {c['name']}: {c['detail']}")
-    add(
-        f"load average at end {tuple(round(x, 2) for x in m['loadavg_at_end'])}; total {res['total_s']:.1f} s"
-    )
+    render_checks(res["checks"], add)
+    add(load_and_total_line(m, res["total_s"]))
     return "\n".join(lines)
 
 
@@ -396,18 +370,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default {DEFAULT_OUT})")
     ap.add_argument("--quick", action="store_true", help="smoke run: 10 and 100 services, 1 repeat")
     args = ap.parse_args(argv)
-    defaults = {"sizes": [10, 100], "repeats": 1} if args.quick else {"sizes": [100, 1000], "repeats": 3}
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    fill_defaults(args, quick={"sizes": [10, 100], "repeats": 1}, full={"sizes": [100, 1000], "repeats": 3})
     if args.repeats < 1 or any(n < 1 for n in args.sizes):
         ap.error("--sizes and --repeats must be >= 1")
     args.sizes = sorted(set(args.sizes))
     return args
-
-
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the context managers: the servers stop
 
 
 @contextmanager
@@ -417,40 +384,15 @@ def prefect_server(enabled: bool) -> Iterator[str | None]:
         yield None
         return
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    server: SubprocessASGIServer | None = None
-    try:
-        with prefect_test_harness(server_startup_timeout=180):
-            # The harness stops its server only when its body returns normally (and at exit).
-            server = SubprocessASGIServer._instances.get(None)
-            yield str(PREFECT_API_URL.value())
-    finally:
-        if server is not None:
-            server.stop()
-
-
-def quiet_prefect_console() -> None:
-    import logging
-
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    loggers = [logging.getLogger()] + [
-        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
-    ]
-    for lg in loggers:
-        for h in lg.handlers:
-            if isinstance(h, PrefectConsoleHandler):
-                h.setLevel(logging.WARNING)
+    with harness_server() as api_url:
+        yield api_url
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     started = time.perf_counter()
-    machine = machine_facts()
+    machine = machine_facts(("boto3", "prefect"))
     checks: list[dict[str, Any]] = []
     sizes: list[dict[str, Any]] = []
     flow = not args.no_flow
@@ -483,9 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(render(res))
     out: Path = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {out}")
+    write_results(out, res)
     return 0 if all(c["ok"] for c in checks) else 1
 
 

@@ -53,18 +53,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import datetime as dt
 import hashlib
 import hmac
 import json
 import math
 import multiprocessing
 import os
-import platform
 import re
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -73,23 +69,32 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
 import pg  # bench/pg.py, beside this script (the script's directory is first on sys.path)
+from _common import (
+    RESULTS_DIR,
+    exit_on_sigterm,
+    fill_defaults,
+    latency_summary,
+    load_and_total_line,
+    machine_facts,
+    percentile,
+    prefect_on,
+    render_checks,
+    rounded_load,
+    write_results,
+)
 from fastapi import FastAPI, Request  # module level: FastAPI resolves the string annotations here
 
 from promotion.config import Pipeline, load_pipeline
 from promotion.digest import Digest
-from promotion.local_s3 import LocalS3, weed_binary
+from promotion.local_s3 import LocalS3
 from promotion.models import Provenance
 from promotion.store import ArtifactStore
 
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
 DEFAULT_OUT = RESULTS_DIR / "webhook.json"
 DEFAULT_OUTS = {"sqlite": DEFAULT_OUT, "postgres": RESULTS_DIR / "webhook-postgres.json"}
 DATABASES = tuple(DEFAULT_OUTS)
@@ -117,32 +122,8 @@ class BenchError(RuntimeError):
 # -- statistics ------------------------------------------------------------------------------------
 
 
-def percentile(samples: Sequence[float], p: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), ``p`` in 0..100."""
-    if not samples:
-        return math.nan
-    xs = sorted(samples)
-    pos = (len(xs) - 1) * p / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
 def ratio(a: float, b: float) -> float:
     return a / b if b else math.nan
-
-
-def latency_summary(samples_s: Sequence[float], keep: bool = True) -> dict[str, Any]:
-    ms = [s * 1000 for s in samples_s]
-    out: dict[str, Any] = {
-        "n": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p99_ms": percentile(ms, 99),
-        "mean_ms": sum(ms) / len(ms) if ms else math.nan,
-        "max_ms": max(ms) if ms else math.nan,
-    }
-    if keep:
-        out["samples_ms"] = [round(x, 3) for x in ms]
-    return out
 
 
 # -- signing (as a CI system would) ------------------------------------------------------------------
@@ -259,17 +240,10 @@ def _serve(kind: str, config: str, port: int) -> None:  # runs in a spawned chil
     uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False, **UVICORN_SETTINGS)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextmanager
 def server_process(kind: str, config: Path) -> Iterator[str]:
     """A uvicorn server in a spawned process (its own interpreter and GIL); yields the base URL."""
-    port = free_port()
+    port = pg.free_port()
     proc = multiprocessing.get_context("spawn").Process(
         target=_serve, args=(kind, str(config), port), daemon=True, name=f"bench-{kind}"
     )
@@ -604,32 +578,6 @@ def bench_throughput(
 # -- report ---------------------------------------------------------------------------------------
 
 
-def machine_facts() -> dict[str, Any]:
-    def pkg(name: str) -> str | None:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    try:
-        weed = subprocess.run(
-            [weed_binary(), "version"], capture_output=True, text=True, timeout=20, check=False
-        ).stdout.splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError) as exc:
-        weed = f"unknown ({exc})"
-    return {
-        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "mem_total_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "loadavg_at_start": os.getloadavg(),
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        **{p: pkg(p) for p in ("prefect", "fastapi", "starlette", "uvicorn", "httpx", "h11", "pydantic")},
-        "seaweedfs": weed,
-    }
-
-
 def render(res: dict[str, Any]) -> str:
     m, p = res["machine"], res["params"]
     lat, sus, thr = res["latency"], res["sustained"], res["throughput"]
@@ -652,7 +600,7 @@ def render(res: dict[str, Any]) -> str:
         f"{p['throughput_repeats']} x {p['throughput_seconds']:g} s at {p['connections']} connections; "
         f"max_in_flight {res['settings']['max_in_flight']}"
     )
-    add(f"load average at start {tuple(round(x, 2) for x in m['loadavg_at_start'])}")
+    add(f"load average at start {rounded_load(m['loadavg_at_start'])}")
     add("")
 
     def lrow(label: str, s: dict[str, Any]) -> None:
@@ -693,13 +641,8 @@ def render(res: dict[str, Any]) -> str:
         f"{thr['ratio_signed_over_bare_reading_body']:8.3f}   (context)"
     )
     add("")
-    failed = [c for c in res["checks"] if not c["ok"]]
-    add(f"checks: {len(res['checks']) - len(failed)}/{len(res['checks'])} ok")
-    for c in res["checks"]:
-        add(f"  {'ok    ' if c['ok'] else 'FAILED'} {c['name']}: {c['detail']}")
-    add(
-        f"load average at end {tuple(round(x, 2) for x in m['loadavg_at_end'])}; total {res['total_s']:.1f} s"
-    )
+    render_checks(res["checks"], add, every=True)
+    add(load_and_total_line(m, res["total_s"]))
     return "\n".join(lines)
 
 
@@ -732,9 +675,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     quick = {"latency_samples": 20, "seconds": 5.0, "throughput_seconds": 2.0, "repeats": 1}
     full = {"latency_samples": 200, "seconds": 60.0, "throughput_seconds": 10.0, "repeats": 3}
-    for name, value in (quick if args.quick else full).items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    fill_defaults(args, quick, full)
     if min(args.latency_samples, args.repeats, args.connections) < 1 or args.rate <= 0 or args.seconds <= 0:
         ap.error("counts must be >= 1 and --rate/--seconds > 0")
     if args.out is None:
@@ -742,61 +683,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the context managers: the servers stop
-
-
 DATABASE_LABELS = {"sqlite": "SQLite", "postgres": "PostgreSQL"}
-
-
-@dataclass
-class PrefectUnderTest:
-    api_url: str
-    description: str
-    postgres: pg.LocalPostgres | None = None
-
-
-@contextmanager
-def harness_server() -> Iterator[str]:
-    """``prefect_test_harness``; its server subprocess is stopped even when the body raises."""
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    server: SubprocessASGIServer | None = None
-    try:
-        with prefect_test_harness(server_startup_timeout=180):
-            # The harness stops its server only when its body returns normally (and at exit).
-            server = SubprocessASGIServer._instances.get(None)
-            yield str(PREFECT_API_URL.value())
-    finally:
-        if server is not None:
-            server.stop()
-
-
-@contextmanager
-def prefect_on(database: str) -> Iterator[PrefectUnderTest]:
-    """A Prefect server on ``database`` that this process's client talks to, stopped on exit."""
-    if database == "sqlite":
-        print("starting the Prefect test server (SQLite)...", flush=True)
-        with harness_server() as api_url:
-            yield PrefectUnderTest(
-                api_url, "prefect_test_harness(server_startup_timeout=180): uvicorn subprocess, SQLite"
-            )
-        return
-    with pg.local_postgres(database="prefect") as db:
-        print(
-            f"PostgreSQL {db.version} at 127.0.0.1:{db.port} (data in {db.root}); starting a Prefect server "
-            "on it (migrations, ~20-30 s)...",
-            flush=True,
-        )
-        with pg.prefect_server(db.url(), "harness") as server, pg.use_prefect_api(server.api_url):
-            yield PrefectUnderTest(
-                server.api_url,
-                "uvicorn subprocess as prefect_test_harness starts it (no UI, ephemeral services), "
-                f"PostgreSQL {db.version} (postgresql+asyncpg, initdb defaults)",
-                db,
-            )
 
 
 def postgres_facts(b: Bench, db: pg.LocalPostgres, least: int) -> dict[str, Any]:
@@ -825,9 +712,9 @@ def publish(store: ArtifactStore, tmp: Path) -> Digest:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     started = time.perf_counter()
-    machine = machine_facts()
+    machine = machine_facts(("prefect", "fastapi", "starlette", "uvicorn", "httpx", "h11", "pydantic"))
     # Telemetry writes to the database while the server starts: a source of "database is locked".
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     from promotion import webhook
@@ -843,6 +730,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             {k: v for k, v in s3.env().items() if k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
         )
         step(f"SeaweedFS at {s3.endpoint_url}; Prefect on {args.database}")
+        if args.database == "sqlite":
+            step("starting the Prefect test server (SQLite)...")
         with prefect_on(args.database) as prefect_server:
             machine["prefect_database"] = prefect_server.description
             api = prefect_server.api_url
@@ -907,9 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(render(res))
     out: Path = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {out}")
+    write_results(out, res)
     return 0 if all(c["ok"] for c in b.checks) else 1
 
 

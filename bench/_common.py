@@ -1,0 +1,238 @@
+"""Helpers shared by the benchmark scripts in ``bench/``.
+
+The scripts run as ``.venv/bin/python bench/NAME.py``, so this directory is first on ``sys.path``
+and they import this module as ``_common`` (as they import ``pg``). Everything here is what the
+scripts did identically: the facts of the machine, percentile statistics, the latency summary,
+the lines of a report that every script prints (samples, load averages, checks), argument
+defaults of ``--quick`` runs, the SIGTERM handler, Prefect's console and test server, and the
+JSON result file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pg  # bench/pg.py, beside this module
+
+from promotion.local_s3 import weed_binary
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+
+# -- machine facts ---------------------------------------------------------------------------------
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name``, or ``None`` when it is not installed."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def seaweedfs_version() -> str:
+    """The first line of ``weed version`` (``"unknown (...)"`` when it cannot be run)."""
+    try:
+        return subprocess.run(
+            [weed_binary(), "version"], capture_output=True, text=True, timeout=20, check=False
+        ).stdout.splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError) as exc:
+        return f"unknown ({exc})"
+
+
+def machine_facts(packages: Sequence[str], *, nested_loadavg: bool = False) -> dict[str, Any]:
+    """Date, CPUs, memory, load average, platform, Python, ``packages``' versions, SeaweedFS.
+
+    The load average at start is ``"loadavg_at_start"``, or ``"loadavg": {"start": ...}`` with
+    ``nested_loadavg`` (for a script that records it at several points). The versions of
+    ``packages`` follow ``"python"`` in the given order, keyed by package name.
+    """
+    weed = seaweedfs_version()
+    loadavg = os.getloadavg()
+    return {
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "mem_total_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        **({"loadavg": {"start": loadavg}} if nested_loadavg else {"loadavg_at_start": loadavg}),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        **{p: package_version(p) for p in packages},
+        "seaweedfs": weed,
+    }
+
+
+# -- statistics ------------------------------------------------------------------------------------
+
+
+def percentile(samples: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), ``p`` in 0..100."""
+    if not samples:
+        return math.nan
+    xs = sorted(samples)
+    pos = (len(xs) - 1) * p / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def median(samples: Sequence[float]) -> float:
+    """The 50th percentile (``nan`` for no samples)."""
+    return percentile(samples, 50)
+
+
+def latency_summary(samples_s: Sequence[float], keep: bool = True) -> dict[str, Any]:
+    """n, p50/p99/mean/max in milliseconds of samples in seconds; the samples too with ``keep``."""
+    ms = [s * 1000 for s in samples_s]
+    out: dict[str, Any] = {
+        "n": len(ms),
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "mean_ms": sum(ms) / len(ms) if ms else math.nan,
+        "max_ms": max(ms) if ms else math.nan,
+    }
+    if keep:
+        out["samples_ms"] = [round(x, 3) for x in ms]
+    return out
+
+
+# -- report lines ----------------------------------------------------------------------------------
+
+
+def fmt_samples(xs: Sequence[float], scale: float = 1.0) -> str:
+    """Samples times ``scale``, 3 decimals, separated by spaces."""
+    return " ".join(f"{x * scale:.3f}" for x in xs)
+
+
+def rounded_load(loadavg: Sequence[float]) -> tuple[float, ...]:
+    """A load average rounded to 2 decimals, as the reports print it (a tuple)."""
+    return tuple(round(x, 2) for x in loadavg)
+
+
+def render_checks(
+    checks: Sequence[Mapping[str, Any]], add: Callable[[str], None], every: bool = False
+) -> None:
+    """``checks: K/N ok``, then each failed check (each check, marked, with ``every``)."""
+    failed = [c for c in checks if not c["ok"]]
+    add(f"checks: {len(checks) - len(failed)}/{len(checks)} ok")
+    for c in checks if every else failed:
+        mark = ("ok    " if c["ok"] else "FAILED") if every else "FAILED"
+        add(f"  {mark} {c['name']}: {c['detail']}")
+
+
+def load_and_total_line(machine: Mapping[str, Any], total_s: float) -> str:
+    """The last line of a report: load average at end (``loadavg_at_end``) and the total time."""
+    return f"load average at end {rounded_load(machine['loadavg_at_end'])}; total {total_s:.1f} s"
+
+
+# -- running ---------------------------------------------------------------------------------------
+
+
+def fill_defaults(args: argparse.Namespace, quick: Mapping[str, Any], full: Mapping[str, Any]) -> None:
+    """Set each argument still ``None`` to its ``quick`` value with ``--quick``, else its ``full`` one."""
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
+def exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM handler: unwinds through the context managers, so the servers stop."""
+    raise SystemExit(128 + signum)
+
+
+def quiet_prefect_console() -> None:
+    """Raise Prefect's console log handlers to WARNING (the logs still go to the API)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for lg in loggers:
+        for h in lg.handlers:
+            if isinstance(h, PrefectConsoleHandler):
+                h.setLevel(logging.WARNING)
+
+
+@contextmanager
+def harness_server() -> Iterator[str]:
+    """``prefect_test_harness``; yields its API URL; the server is stopped even when the body raises.
+
+    Sets ``PREFECT_SERVER_ANALYTICS_ENABLED=false`` unless it is set already.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    server: SubprocessASGIServer | None = None
+    try:
+        with prefect_test_harness(server_startup_timeout=180):
+            # The harness stops its server only when its body returns normally (and at exit).
+            server = SubprocessASGIServer._instances.get(None)
+            yield str(PREFECT_API_URL.value())
+    finally:
+        if server is not None:
+            server.stop()
+
+
+SQLITE_DESCRIPTION = "prefect_test_harness(server_startup_timeout=180): uvicorn subprocess, SQLite"
+POSTGRES_SERVER_DESCRIPTIONS: dict[pg.ServerMode, str] = {
+    "harness": "uvicorn subprocess as prefect_test_harness starts it (no UI, ephemeral services)",
+    "cli": "prefect server start (UI and every background service)",
+}
+
+
+@dataclass
+class PrefectUnderTest:
+    """The Prefect server a benchmark talks to; ``postgres`` is its database when not SQLite."""
+
+    api_url: str
+    description: str
+    postgres: pg.LocalPostgres | None = None
+
+
+@contextmanager
+def prefect_on(database: str, postgres_server: pg.ServerMode = "harness") -> Iterator[PrefectUnderTest]:
+    """A Prefect server on ``database`` that this process's client talks to, stopped on exit.
+
+    ``"sqlite"``: :func:`harness_server`; otherwise a PostgreSQL (``bench/pg.py``) and a Prefect
+    server on it started as ``postgres_server`` says.
+    """
+    if database == "sqlite":
+        with harness_server() as api_url:
+            yield PrefectUnderTest(api_url, SQLITE_DESCRIPTION)
+        return
+    started = POSTGRES_SERVER_DESCRIPTIONS[postgres_server]
+    with pg.local_postgres(database="prefect") as db:
+        print(
+            f"PostgreSQL {db.version} at 127.0.0.1:{db.port} (data in {db.root}); starting a Prefect server "
+            "on it (migrations, ~20-30 s)...",
+            flush=True,
+        )
+        with pg.prefect_server(db.url(), postgres_server) as server, pg.use_prefect_api(server.api_url):
+            yield PrefectUnderTest(
+                server.api_url,
+                f"{started}, PostgreSQL {db.version} (postgresql+asyncpg, initdb defaults)",
+                db,
+            )
+
+
+def write_results(out: Path, res: Mapping[str, Any], default: Callable[[Any], Any] | None = None) -> None:
+    """Write ``res`` as indented JSON to ``out`` (parents created), then print ``wrote OUT``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=default) + "\n", encoding="utf-8")
+    print(f"\nwrote {out}")
