@@ -25,13 +25,14 @@ from promotion.config import (
 )
 from promotion.digest import Digest
 from promotion.errors import PromotionError
+from promotion.evidence import (
+    MAX_EVIDENCE_BYTES as MAX_EVIDENCE_BYTES,  # re-export: evidence over the parsers' limit is not downloaded
+)
 from promotion.gates import GateResult
 from promotion.models import ArtifactRecord, EnvState, EvidenceRef
 
 #: The evidence kind attached at publish that each evidence gate reads.
 EVIDENCE_FOR = {"tests": "junit", "coverage": "coverage", "scan": "sarif", "perf": "perf"}
-#: Evidence files larger than this are refused before download.
-MAX_EVIDENCE_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True)

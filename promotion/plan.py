@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from promotion.config import Environment, Pipeline, SoakGate, WindowGate
 from promotion.digest import Digest
-from promotion.evaluate import GateContext, evaluate, pre_deploy_gates
+from promotion.evaluate import MAX_EVIDENCE_BYTES, GateContext, evaluate, pre_deploy_gates
 from promotion.gates import GateResult, next_opening
 from promotion.models import ArtifactRecord, EnvState, LedgerState, utcnow
 from promotion.store import ArtifactStore
@@ -152,7 +152,7 @@ def plan(
             previous_env=prev_name,
             previous=previous,
             now=now,
-            load_evidence=lambda ref: store.fetch_bytes(ref.digest, max_size=32 * 1024 * 1024),
+            load_evidence=lambda ref: store.fetch_bytes(ref.digest, max_size=MAX_EVIDENCE_BYTES),
         )
         results = [evaluate(gate, ctx) for gate in pre_deploy_gates(env)]
         hard = [r for r in results if not r.passed and r.kind not in TIME_GATES]

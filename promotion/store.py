@@ -330,7 +330,7 @@ class ArtifactStore:
             evidence=refs,
             s3_checksum=blob.s3_checksum,
         )
-        existing = self.record(service, blob.digest, missing_ok=True)
+        existing = self.find_record(service, blob.digest)
         if existing is not None:
             self._same_or_conflict(existing, record)
             return PublishResult(existing, uploaded, already_published=True)
@@ -370,21 +370,24 @@ class ArtifactStore:
         if diffs:
             raise ArtifactConflict(str(new.digest), new.service, diffs)
 
-    def record(self, service: str, digest: Digest, *, missing_ok: bool = False) -> ArtifactRecord:
+    def record(self, service: str, digest: Digest) -> ArtifactRecord:
+        """The artifact record; :class:`ArtifactNotFound` if the digest was never published."""
+        found = self.find_record(service, digest)
+        if found is None:
+            raise ArtifactNotFound(str(digest), service)
+        return found
+
+    def find_record(self, service: str, digest: Digest) -> ArtifactRecord | None:
+        """The artifact record, or None if the digest was never published for ``service``."""
         body = self.s3.get(self.record_key(service, digest))
         if body is None:
-            if missing_ok:
-                return None  # type: ignore[return-value]
-            raise ArtifactNotFound(str(digest), service)
+            return None
         try:
             return ArtifactRecord.model_validate_json(body)
         except ValidationError as exc:
             raise StoreError(
                 f"artifact record of {digest} for {service} is unreadable: {exc.errors()[0]['msg']}"
             ) from None
-
-    def find_record(self, service: str, digest: Digest) -> ArtifactRecord | None:
-        return self.record(service, digest, missing_ok=True)
 
     # -- fetch and verify -------------------------------------------------------------------------
 
