@@ -220,6 +220,20 @@ class S3:
 
         return self.call("GET", key, do)
 
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        """The object's bytes and ETag (for a later ``if_match``), or None when it does not exist."""
+
+        def do() -> tuple[bytes, str] | None:
+            try:
+                r = self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _is_not_found(exc):
+                    return None
+                raise
+            return r["Body"].read(), r["ETag"]
+
+        return self.call("GET", key, do)
+
     def stream(self, key: str, chunk_size: int) -> Iterator[bytes] | None:
         """Iterate over the object's bytes; None when it does not exist."""
         try:
@@ -248,11 +262,14 @@ class S3:
         body: bytes,
         *,
         create_only: bool = False,
+        if_match: str | None = None,
         checksum_sha256: str | None = None,
         content_type: str = "application/octet-stream",
         metadata: dict[str, str] | None = None,
-    ) -> None:
-        """Write an object. ``create_only`` sends ``If-None-Match: *``: PreconditionFailed if it exists."""
+    ) -> str:
+        """Write an object; returns its ETag. ``create_only`` sends ``If-None-Match: *``
+        (PreconditionFailed if it exists), ``if_match`` sends ``If-Match`` (PreconditionFailed if
+        the object changed since that ETag was read)."""
         kwargs: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": key,
@@ -261,16 +278,23 @@ class S3:
         }
         if create_only:
             kwargs["IfNoneMatch"] = "*"
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
         if checksum_sha256:
             kwargs["ChecksumSHA256"] = checksum_sha256
         else:
             kwargs["ChecksumAlgorithm"] = "SHA256"
         if metadata:
             kwargs["Metadata"] = metadata
-        self.call("PUT", key, lambda: self.client.put_object(**kwargs))
+        return self.call("PUT", key, lambda: self.client.put_object(**kwargs))["ETag"]
 
-    def delete(self, key: str) -> None:
-        self.call("DELETE", key, lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+    def delete(self, key: str, *, if_match: str | None = None) -> None:
+        """Delete an object; with ``if_match``, only if it is still that version (else
+        PreconditionFailed; SeaweedFS and AWS S3 honour ``If-Match`` on DELETE)."""
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if if_match is not None:
+            kwargs["IfMatch"] = if_match
+        self.call("DELETE", key, lambda: self.client.delete_object(**kwargs))
 
     def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
         """All keys under ``prefix`` in lexicographic order, page by page."""
