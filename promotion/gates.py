@@ -450,8 +450,12 @@ def evaluate_soak(
     now: dt.datetime,
     *,
     digest: str | None = None,
+    until: dt.datetime | None = None,
 ) -> GateResult:
     """Whether the digest has run in the previous environment for at least ``min_duration``.
+
+    ``until`` is when the digest left the previous environment (a newer build replaced it there):
+    its soak stopped then, and it cannot soak there any more.
 
     ``previous`` is the previous environment's state (None when nothing runs there). When
     ``digest`` is given, a previous environment that runs a different digest does not count.
@@ -481,7 +485,8 @@ def evaluate_soak(
             thresholds,
         )
     since = _utc(previous.since)
-    elapsed = _utc(now) - since
+    left = _utc(until) if until is not None and _utc(until) < _utc(now) else None
+    elapsed = (left or _utc(now)) - since
     met_at = since + gate.min_duration
     measured.update(
         {
@@ -490,14 +495,33 @@ def evaluate_soak(
             "met_at": met_at.isoformat(),
         }
     )
+    if left is not None:
+        measured["until"] = left.isoformat()
+    stay = (
+        f"from {since.isoformat()} until {left.isoformat()} (replaced there)"
+        if left is not None
+        else f"since {since.isoformat()}"
+    )
     if elapsed >= gate.min_duration:
         return _result(
             gate,
             [],
             [
-                f"soaked {format_duration(elapsed)} in {previous_env} since {since.isoformat()} "
+                f"soaked {format_duration(elapsed)} in {previous_env} {stay} "
                 f"(minimum {format_duration(gate.min_duration)})"
             ],
+            measured,
+            thresholds,
+        )
+    if left is not None:
+        return _result(
+            gate,
+            [
+                f"soaked only {format_duration(elapsed)} in {previous_env} {stay} "
+                f"(minimum {format_duration(gate.min_duration)}): it no longer runs there and cannot "
+                f"soak any longer; promote it to {previous_env} again to let it soak"
+            ],
+            [],
             measured,
             thresholds,
         )

@@ -156,6 +156,22 @@ class Ledger:
         for seq, body in self._raw(service):
             yield seq, body, self._parse(service, seq, body)
 
+    def read_range(self, service: str, first: int, last: int) -> list[LedgerRecord]:
+        """Records ``first..last`` (inclusive) in order, read in parallel; a missing one is skipped.
+
+        For readers that need part of the history (e.g. what a digest did since it was published)
+        without listing the whole ledger.
+        """
+        seqs = list(range(max(first, 1), last + 1))
+        if not seqs:
+            return []
+        if len(seqs) == 1:
+            read = self._read(service, seqs[0])
+            return [read[1]] if read else []
+        with ThreadPoolExecutor(max_workers=min(16, len(seqs))) as pool:
+            reads = list(pool.map(lambda s: self._read(service, s), seqs))
+        return [r[1] for r in reads if r is not None]
+
     def _raw(self, service: str) -> list[tuple[int, bytes]]:
         seqs = sorted(s for k in self.s3.list_keys(self._dir(service)) if (s := _seq_of(k)) is not None)
         with ThreadPoolExecutor(max_workers=16) as pool:

@@ -15,6 +15,7 @@ from promotion.digest import Digest
 from promotion.evaluate import MAX_EVIDENCE_BYTES, GateContext, evaluate, pre_deploy_gates
 from promotion.gates import GateResult, next_opening
 from promotion.models import ArtifactRecord, EnvState, LedgerState, utcnow
+from promotion.reach import DigestHistory, digest_history
 from promotion.store import ArtifactStore
 
 TIME_GATES = frozenset({"soak", "window"})
@@ -22,17 +23,52 @@ Action = Literal["promote", "await_approval", "wait", "blocked", "not_reached"]
 
 
 def remaining_environments(
-    pipeline: Pipeline, state: LedgerState, digest: Digest, to: str | None = None
+    pipeline: Pipeline, history: DigestHistory, to: str | None = None
 ) -> tuple[str | None, list[Environment]]:
-    """The furthest environment the digest reached (or None) and the stages still ahead, up to ``to``."""
+    """The furthest environment the digest reached (or None) and the stages still ahead, up to ``to``.
+
+    "Reached" comes from the history (promoted there, not rolled back out), not from what runs
+    there now: a digest that passed dev and was then replaced there by a newer build starts at
+    staging, and dev is not moved back.
+    """
     names = pipeline.environment_names
     stop = names.index(pipeline.environment(to).name) if to else len(names) - 1
-    reached = -1
-    for i, name in enumerate(names):
-        cur = state.environments.get(name)
-        if cur is not None and cur.digest == digest:
-            reached = i
-    return (names[reached] if reached >= 0 else None), pipeline.environments[reached + 1 : stop + 1]
+    furthest = history.furthest(names)
+    start = names.index(furthest) + 1 if furthest else 0
+    return furthest, pipeline.environments[start : stop + 1]
+
+
+def held_back(
+    state: LedgerState, history: DigestHistory, environment: str, aimed_at: str
+) -> str | None:
+    """Why a promotion aimed at ``aimed_at`` must not pass through ``environment`` now, or None.
+
+    A lower environment that runs a newer build is never moved back by a promotion aimed further
+    up: that would undo someone else's promotion as a side effect. Aiming at it explicitly
+    (``--to``) is a deliberate choice and allowed.
+    """
+    if environment == aimed_at:
+        return None
+    current = state.environments.get(environment)
+    if current is None or current.digest == history.digest or not history.is_newer(current.digest):
+        return None
+    return (
+        f"{environment} runs {current.digest.short} (version {current.version or 'n/a'}), published after "
+        f"{history.digest.short}: a promotion aimed at {aimed_at} never moves {environment} back; promote "
+        f"with --to {environment} to move it deliberately"
+    )
+
+
+def previous_stay(
+    history: DigestHistory, previous_env: str | None
+) -> tuple[EnvState | None, dt.datetime | None]:
+    """The digest's stay in the previous environment (what soak measures) and when it left."""
+    if previous_env is None:
+        return None, None
+    stay = history.stays.get(previous_env)
+    if stay is None:
+        return None, None
+    return stay.as_env_state(history.digest), stay.until
 
 
 def previous_environment(pipeline: Pipeline, env: str) -> str | None:
@@ -130,8 +166,11 @@ def plan(
     pipeline.service(service)
     now = now or utcnow()
     artifact = artifact or store.record(service, digest)
-    state = store.ledger.state(service)
-    reached, stages = remaining_environments(pipeline, state, digest, to)
+    tip = store.ledger.tip(service)
+    state = tip.state
+    history = digest_history(store.ledger, service, digest, tip)
+    reached, stages = remaining_environments(pipeline, history, to)
+    aimed_at = stages[-1].name if stages else ""
     out: list[StagePlan] = []
     blocked = False
     projected = now
@@ -139,9 +178,14 @@ def plan(
         if blocked:
             out.append(StagePlan(env.name, "not_reached", reasons=["an earlier stage is blocked"]))
             continue
+        why_not = held_back(state, history, env.name, aimed_at)
+        if why_not:
+            out.append(StagePlan(env.name, "blocked", reasons=[why_not]))
+            blocked = True
+            continue
         prev_name = previous_environment(pipeline, env.name)
-        previous = state.environments.get(prev_name) if prev_name else None
-        if prev_name and (previous is None or previous.digest != digest):
+        previous, until = previous_stay(history, prev_name)
+        if prev_name and previous is None:
             # The digest is not there yet: assume it arrives when the previous stage would promote.
             previous = EnvState(digest=digest, version=artifact.version, since=projected, by="(plan)", seq=0)
         ctx = GateContext(
@@ -153,9 +197,13 @@ def plan(
             previous=previous,
             now=now,
             load_evidence=lambda ref: store.fetch_bytes(ref.digest, max_size=MAX_EVIDENCE_BYTES),
+            previous_until=until,
         )
         results = [evaluate(gate, ctx) for gate in pre_deploy_gates(env)]
-        hard = [r for r in results if not r.passed and r.kind not in TIME_GATES]
+        # A soak that stopped (the digest left the previous environment) can never be met by waiting.
+        hard = [
+            r for r in results if not r.passed and (r.kind not in TIME_GATES or (r.kind == "soak" and until))
+        ]
         stage = StagePlan(env.name, "promote", results, approval=_approval_text(env))
         if hard:
             stage.action = "blocked"
