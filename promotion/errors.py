@@ -246,3 +246,23 @@ class DigestFlagged(PromotionError):
         super().__init__(
             f"{digest} of {service} is flagged: {reason}. It will not be promoted; publish a new build."
         )
+
+
+class LockTimeout(PromotionError):
+    """Another promotion of the same service and environment held the lock for too long."""
+
+    def __init__(self, name: str, waited_s: float, holder: str) -> None:
+        self.name = name
+        self.holder = holder
+        super().__init__(
+            f"gave up waiting for the lock of {name} after {waited_s:.0f}s; it is held by {holder}. "
+            "Retry when that run has finished, or cancel it in the Prefect UI."
+        )
+
+
+class LockLost(PromotionError):
+    """The lease of a held lock could not be renewed in time, or another holder took it over."""
+
+    def __init__(self, name: str, why: str) -> None:
+        self.name = name
+        super().__init__(f"lost the lock of {name} ({why}); stopped before writing anything more")
