@@ -28,8 +28,12 @@ def test_an_older_digest_promoted_on_starts_after_the_environment_it_passed(
     a = s.publish(tmp_path)
     b = s.publish(tmp_path)
     cfg = str(s.config)
-    assert promote_pipeline(service="api", digest=str(a), to="dev", config=cfg, return_state=True).is_completed()
-    assert promote_pipeline(service="api", digest=str(b), to="dev", config=cfg, return_state=True).is_completed()
+    assert promote_pipeline(
+        service="api", digest=str(a), to="dev", config=cfg, return_state=True
+    ).is_completed()
+    assert promote_pipeline(
+        service="api", digest=str(b), to="dev", config=cfg, return_state=True
+    ).is_completed()
 
     planned = plan(s.store, "api", a, to="staging")
     assert planned.reached == "dev"
@@ -54,7 +58,9 @@ def test_a_run_aimed_further_up_stops_before_moving_a_lower_environment_back(
     a = s.publish(tmp_path)
     b = s.publish(tmp_path)
     cfg = str(s.config)
-    assert promote_pipeline(service="api", digest=str(b), to="dev", config=cfg, return_state=True).is_completed()
+    assert promote_pipeline(
+        service="api", digest=str(b), to="dev", config=cfg, return_state=True
+    ).is_completed()
 
     state = promote_pipeline(service="api", digest=str(a), to="staging", config=cfg, return_state=True)
     assert state.is_failed()
@@ -64,7 +70,9 @@ def test_a_run_aimed_further_up_stops_before_moving_a_lower_environment_back(
     assert [st.action for st in plan(s.store, "api", a, to="staging").stages] == ["blocked", "not_reached"]
 
     # Aimed at dev explicitly, the older build may go there (a deliberate choice).
-    assert promote_pipeline(service="api", digest=str(a), to="dev", config=cfg, return_state=True).is_completed()
+    assert promote_pipeline(
+        service="api", digest=str(a), to="dev", config=cfg, return_state=True
+    ).is_completed()
     assert s.store.ledger.state("api").environments["dev"].digest == a
 
 
