@@ -104,6 +104,13 @@ def publish(
             help="KIND=PATH, repeatable; KIND is junit, coverage, sarif, perf or other.",
         ),
     ] = None,
+    follow_symlinks: Annotated[
+        bool,
+        typer.Option(
+            "--follow-symlinks",
+            help="Accept evidence paths that are symbolic links to files inside the current directory.",
+        ),
+    ] = False,
     commit: Annotated[str | None, typer.Option(help="Source commit (default: from CI variables).")] = None,
     commit_author: Annotated[str | None, typer.Option(help="Author of the commit.")] = None,
     build_url: Annotated[str | None, typer.Option(help="CI build URL (default: from CI variables).")] = None,
@@ -122,7 +129,7 @@ def publish(
     pipeline.service(service)  # refuse an unknown service before reading anything
     if not path.is_file():
         raise _usage(f"no such file: {path}")
-    ev = parse_evidence(evidence or [])
+    ev = parse_evidence(evidence or [], follow_symlinks=follow_symlinks)
     provenance = Provenance(
         commit=commit or identity.ci_commit(),
         commit_author=commit_author or identity.ci_commit_author(),

@@ -38,7 +38,6 @@ from promotion.errors import (
 )
 from promotion.ledger import Ledger
 from promotion.models import (
-    EVIDENCE_KINDS,
     ArtifactRecord,
     BlobInfo,
     EvidenceKind,
@@ -87,22 +86,18 @@ def _b64sha256(data: bytes | memoryview) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
 
 
-def parse_evidence(specs: Sequence[str]) -> list[tuple[EvidenceKind, Path]]:
-    """``["junit=report.xml", ...]`` -> kinds and paths, each checked before anything is sent."""
-    out: list[tuple[EvidenceKind, Path]] = []
-    for spec in specs:
-        kind, sep, path = spec.partition("=")
-        if not sep or not kind or not path:
-            raise EvidenceError(f"--evidence {spec!r}: expected KIND=PATH, e.g. junit=report.xml")
-        if kind not in EVIDENCE_KINDS:
-            raise EvidenceError(
-                f"--evidence {spec!r}: unknown kind {kind!r}; allowed: {', '.join(EVIDENCE_KINDS)}"
-            )
-        p = Path(path)
-        if not p.is_file():
-            raise EvidenceError(f"--evidence {spec!r}: no such file {path}")
-        out.append((kind, p))  # type: ignore[arg-type]
-    return out
+def parse_evidence(specs: Sequence[str], *, follow_symlinks: bool = False) -> list[tuple[EvidenceKind, Path]]:
+    """``["junit=report.xml", ...]`` -> kinds and paths, each checked before anything is sent.
+
+    Each file is opened without following symbolic links (unless ``follow_symlinks`` and the
+    target is inside the current directory), must be a regular file, and a parsed kind must be
+    a report of its kind within the parsers' size limit. The paths returned are private copies
+    of exactly the bytes checked (see :mod:`promotion.evidence_intake`); keep the returned list
+    while using them.
+    """
+    from promotion.evidence_intake import read_evidence
+
+    return read_evidence(specs, follow_symlinks=follow_symlinks)
 
 
 class ArtifactStore:

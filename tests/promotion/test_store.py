@@ -96,7 +96,7 @@ def test_republish_with_other_metadata_is_a_conflict(store: ArtifactStore, tmp_p
 
 def test_evidence_is_stored_by_digest(store: ArtifactStore, tmp_path: Path) -> None:
     junit = write(tmp_path / "junit.xml", b"<testsuite tests='1'/>")
-    cov = write(tmp_path / "coverage.json", b'{"totals": {}}')
+    cov = write(tmp_path / "coverage.json", b'{"totals": {"covered_lines": 8, "num_statements": 10}}')
     ev = parse_evidence([f"junit={junit}", f"coverage={cov}"])
     result = store.publish(
         write(tmp_path / "a", b"x"), service="api", version="1", provenance=PROV, evidence=ev
