@@ -32,7 +32,14 @@ from promotion.config import (
     load_pipeline,
 )
 from promotion.digest import Digest
-from promotion.errors import ApprovalRejected, DigestFlagged, GateFailed, PromotionError, VerificationFailed
+from promotion.errors import (
+    ApprovalRejected,
+    DigestFlagged,
+    GateFailed,
+    InfrastructureError,
+    PromotionError,
+    VerificationFailed,
+)
 from promotion.evaluate import pre_deploy_gates
 from promotion.gates import GateResult
 from promotion.identity import current_actor
@@ -435,6 +442,11 @@ def promote_pipeline(
             return_state=True,
         )
         if not state.is_completed():
+            errored = _stage_errored(artifact, env, state)
+            if errored is not None:
+                rows.append({"environment": env.name, "outcome": "errored", "reason": errored})
+                _summary(service, d, rows, started)
+                return Failed(message=f"errored at {env.name}: {errored}", data={"stages": rows})
             reason = _stage_failure(store, artifact, env, requested_by, state)
             rows.append({"environment": env.name, "outcome": "stopped", "reason": reason})
             _summary(service, d, rows, started)
@@ -443,6 +455,36 @@ def promote_pipeline(
         rows.append({"environment": env.name, "outcome": outcome.get("outcome", "promoted"), "reason": ""})
     _summary(service, d, rows, started)
     return Completed(message=f"promoted {d.short} to {stages[-1].name}", data={"stages": rows})
+
+
+#: Appended to the message of a stage that ended on an infrastructure error.
+ERRORED_NOTE = "(infrastructure, nothing recorded against the digest; re-run to continue)"
+
+
+def _stage_errored(artifact: ArtifactRecord, env: Environment, state: State[Any]) -> str | None:
+    """The reason, when the stage ended on an infrastructure error (S3, Prefect); else None.
+
+    Such a stage is *errored*, not stopped: nothing about the digest was learnt, so no
+    ``rejected`` record is written (the stage wrote none either: its gates raise rather than
+    fail, and its ledger appends are what failed), only the event ``promotion.errored``. A re-run
+    starts this stage again.
+    """
+    exc = state.result(raise_on_failure=False)
+    if not isinstance(exc, InfrastructureError):
+        return None
+    reason = f"{type(exc).__name__}: {exc} {ERRORED_NOTE}"
+    get_run_logger().error("errored at %s: %s", env.name, reason)
+    try:
+        report.event(
+            "errored",
+            service=artifact.service,
+            environment=env.name,
+            digest=artifact.digest,
+            payload={"error": type(exc).__name__, "reason": str(exc), "flow_run_id": _run_id()},
+        )
+    except Exception as event_exc:  # noqa: BLE001 - the run's own Failed state still says it all
+        get_run_logger().warning("could not emit promotion.errored: %s", event_exc)
+    return reason
 
 
 def _stage_failure(

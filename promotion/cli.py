@@ -10,11 +10,13 @@ inside the command.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -392,19 +394,43 @@ def plan(
             out.print(f"  {reason}")
 
 
-def _prefect_errors() -> tuple[type[BaseException], ...]:
-    import httpx
+P = ParamSpec("P")
+R = TypeVar("R")
 
-    return (httpx.ConnectError, httpx.ConnectTimeout)
+
+def talks_to_prefect(command: Callable[P, R]) -> Callable[P, R]:
+    """Wrap a command that talks to Prefect: an unreachable or refusing API is one line, exit 1.
+
+    Prefect's client raises that in many shapes (see :mod:`promotion.prefect_api`), from inside
+    the flow engine too; uncaught, Python printed the whole chain (135 lines for ``promote run``).
+    Every Prefect command goes through here, so none needs its own ``except``.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (PromotionError, typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            from promotion.prefect_api import translate
+
+            found = translate(exc)
+            if found is None:
+                raise
+            raise found from None
+
+    return wrapper
 
 
 def _api_url() -> str:
-    from prefect.settings import PREFECT_API_URL
+    from promotion.prefect_api import api_url
 
-    return str(PREFECT_API_URL.value() or "(ephemeral: PREFECT_API_URL is not set)")
+    return api_url()
 
 
 @app.command()
+@talks_to_prefect
 def run(
     service: Annotated[str, typer.Argument(help="Service.", show_default=False)],
     digest: Annotated[str, typer.Argument(help="sha256:<hex> to promote.", show_default=False)],
@@ -420,20 +446,15 @@ def run(
     _pipeline().service(service)
     from flows.pipeline import promote_pipeline
 
-    try:
-        final = promote_pipeline(
-            service=service,
-            digest=digest,
-            to=to,
-            dry_run=dry_run,
-            requested_by=identity.current_actor(actor),
-            config=str(state.config) if state.config else None,
-            return_state=True,
-        )
-    except _prefect_errors() as exc:
-        from promotion.errors import PrefectUnreachable
-
-        raise PrefectUnreachable(_api_url(), str(exc)) from None
+    final = promote_pipeline(
+        service=service,
+        digest=digest,
+        to=to,
+        dry_run=dry_run,
+        requested_by=identity.current_actor(actor),
+        config=str(state.config) if state.config else None,
+        return_state=True,
+    )
     out.print(final.message or final.type.value)
     if not final.is_completed():
         raise typer.Exit(1)
@@ -461,45 +482,45 @@ def _decide(flow_run_id: str, decision: str, approver: str, reason: str) -> str:
         raise UsageError(
             f"{flow_run_id!r} is not a flow run id (a UUID, as shown in the Prefect UI)"
         ) from None
-    try:
-        with get_client(sync_client=True) as client:
-            try:
-                flow_run = client.read_flow_run(run_id)
-            except ObjectNotFound:
-                raise UsageError(f"no flow run {run_id} on {_api_url()}") from None
-            target = flow_run
-            if not (flow_run.state and flow_run.state.is_paused()):
-                # Given the pipeline run: the stage subflow is the one that waits.
-                children = client.read_flow_runs(
-                    flow_run_filter=FlowRunFilter(
-                        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]),
-                        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
-                    )
-                )
-                if not children:
-                    now = flow_run.state.name if flow_run.state else "unknown"
-                    raise PromotionError(f"flow run {run_id} is not waiting for approval (it is {now})")
-                target = children[0]
-            # Paused a moment ago? Its form may not be stored yet; give it a few seconds.
-            from flows.approval import form_ready
-
-            deadline = time.monotonic() + 10
-            while not form_ready(client, target) and time.monotonic() < deadline:
-                time.sleep(0.2)
-                target = client.read_flow_run(target.id)
+    with get_client(sync_client=True) as client:
         try:
-            answer = {"decision": decision, "approver": approver, "reason": reason}
-            resume_flow_run(target.id, run_input=answer)
-        except RuntimeError as exc:
-            raise PromotionError(f"Prefect refused the decision for {target.id}: {exc}") from None
-    except _prefect_errors() as exc:
-        from promotion.errors import PrefectUnreachable
+            flow_run = client.read_flow_run(run_id)
+        except ObjectNotFound:
+            # A wrong PREFECT_API_URL answers 404 to everything: say so, not "no such run".
+            from promotion.prefect_api import check_reachable
 
-        raise PrefectUnreachable(_api_url(), str(exc)) from None
+            check_reachable()
+            raise UsageError(f"no flow run {run_id} on {_api_url()}") from None
+        target = flow_run
+        if not (flow_run.state and flow_run.state.is_paused()):
+            # Given the pipeline run: the stage subflow is the one that waits.
+            children = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]),
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
+                )
+            )
+            if not children:
+                now = flow_run.state.name if flow_run.state else "unknown"
+                raise PromotionError(f"flow run {run_id} is not waiting for approval (it is {now})")
+            target = children[0]
+        # Paused a moment ago? Its form may not be stored yet; give it a few seconds.
+        from flows.approval import form_ready
+
+        deadline = time.monotonic() + 10
+        while not form_ready(client, target) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            target = client.read_flow_run(target.id)
+    try:
+        answer = {"decision": decision, "approver": approver, "reason": reason}
+        resume_flow_run(target.id, run_input=answer)
+    except RuntimeError as exc:
+        raise PromotionError(f"Prefect refused the decision for {target.id}: {exc}") from None
     return str(target.id)
 
 
 @app.command()
+@talks_to_prefect
 def approve(
     flow_run_id: Annotated[str, typer.Argument(help="The paused stage run (or its pipeline run).")],
     approver: Annotated[str, typer.Option("--as", help="Your name, as listed in the pipeline file.")],
@@ -511,6 +532,7 @@ def approve(
 
 
 @app.command()
+@talks_to_prefect
 def reject(
     flow_run_id: Annotated[str, typer.Argument(help="The paused stage run (or its pipeline run).")],
     approver: Annotated[str, typer.Option("--as", help="Your name, as listed in the pipeline file.")],
@@ -524,6 +546,7 @@ def reject(
 
 
 @app.command()
+@talks_to_prefect
 def rollback(
     service: Annotated[str, typer.Argument(help="Service.", show_default=False)],
     env: Annotated[str, typer.Option("--env", "-e", help="Environment to roll back.")],
@@ -542,20 +565,15 @@ def rollback(
         Digest(to)
     from flows.rollback import rollback as rollback_flow
 
-    try:
-        st = rollback_flow(
-            service=service,
-            environment=env,
-            to_digest=to,
-            requested_by=identity.current_actor(actor),
-            reason=reason,
-            config=str(state.config) if state.config else None,
-            return_state=True,
-        )
-    except _prefect_errors() as exc:
-        from promotion.errors import PrefectUnreachable
-
-        raise PrefectUnreachable(_api_url(), str(exc)) from None
+    st = rollback_flow(
+        service=service,
+        environment=env,
+        to_digest=to,
+        requested_by=identity.current_actor(actor),
+        reason=reason,
+        config=str(state.config) if state.config else None,
+        return_state=True,
+    )
     if not st.is_completed():
         err_ = st.result(raise_on_failure=False)
         if isinstance(err_, PromotionError):
@@ -566,6 +584,7 @@ def rollback(
 
 
 @app.command()
+@talks_to_prefect
 def setup() -> None:
     """Prepare a new installation: check the bucket, create the concurrency limits. Idempotent."""
     pipeline = _pipeline()
@@ -575,18 +594,14 @@ def setup() -> None:
     out.print(f"ok bucket {pipeline.store.bucket} is reachable")
     from flows.setup import ensure_concurrency_limits, register_blocks
 
-    try:
-        names = ensure_concurrency_limits(pipeline)
-        blocks = register_blocks()
-    except _prefect_errors() as exc:
-        from promotion.errors import PrefectUnreachable
-
-        raise PrefectUnreachable(_api_url(), str(exc)) from None
+    names = ensure_concurrency_limits(pipeline)
+    blocks = register_blocks()
     out.print(f"ok {len(names)} concurrency limits (one promotion per service and environment at a time)")
     out.print(f"ok block types registered: {', '.join(blocks)}")
 
 
 @app.command()
+@talks_to_prefect
 def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and report; change nothing.")] = False,
     apply: Annotated[
@@ -601,17 +616,12 @@ def sweep(
     from flows.sweep import nightly_sweep
     from promotion.sweep import SweepReport
 
-    try:
-        st = nightly_sweep(
-            dry_run=dry_run,
-            apply_retention=apply,
-            config=str(state.config) if state.config else None,
-            return_state=True,
-        )
-    except _prefect_errors() as exc:
-        from promotion.errors import PrefectUnreachable
-
-        raise PrefectUnreachable(_api_url(), str(exc)) from None
+    st = nightly_sweep(
+        dry_run=dry_run,
+        apply_retention=apply,
+        config=str(state.config) if state.config else None,
+        return_state=True,
+    )
     report = st.result(raise_on_failure=False)
     if isinstance(report, SweepReport):
         if as_json:
@@ -632,6 +642,7 @@ def sweep(
 
 
 @app.command()
+@talks_to_prefect
 def serve(
     limit: Annotated[int | None, typer.Option(help="At most this many flow runs at once.")] = None,
 ) -> None:
@@ -641,15 +652,11 @@ def serve(
     pipeline = _pipeline()
     from flows.serve import serve_all
 
-    try:
-        serve_all(pipeline, config_path(state.config), limit=limit)
-    except _prefect_errors() as exc:
-        from promotion.errors import PrefectUnreachable
-
-        raise PrefectUnreachable(_api_url(), str(exc)) from None
+    serve_all(pipeline, config_path(state.config), limit=limit)
 
 
 @webhook_app.command("serve")
+@talks_to_prefect
 def webhook_serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
@@ -658,8 +665,11 @@ def webhook_serve(
     pipeline = _pipeline()
     if not pipeline.webhooks.sources:
         raise _usage("no webhook sources are configured: add webhooks.sources to the pipeline file")
+    from promotion.prefect_api import check_reachable
     from promotion.webhook import serve as serve_webhooks
 
+    # Every delivery starts a run through Prefect: fail now, in one line, rather than on each one.
+    check_reachable()
     serve_webhooks(pipeline, host=host, port=port)
 
 

@@ -1,8 +1,38 @@
-"""Every error the product raises on purpose.
+"""Every error the product raises on purpose, classified once.
 
 Errors carry the context needed to act on them, and their message says how to fix the problem.
 They are caught only at the edges: the CLI prints ``Class: message`` and exits with
 ``exit_code``; the webhook answers with a 4xx.
+
+Three families, and what each means for a digest::
+
+    PromotionError
+    ├── UsageError (exit 2)            bad input: InvalidDigest, ConfigError, UnknownService,
+    │                                  UnknownEnvironment, EvidenceError
+    ├── InfrastructureError (exit 1)   NOT a verdict: the product could not ask its question
+    │   ├── StoreUnreachable           S3 endpoint down, connection refused/reset       (transient)
+    │   ├── StoreUnavailable           S3 5xx, throttling, timeouts, a body cut short,
+    │   │                              after botocore's own retries                    (transient)
+    │   ├── LedgerContention           other writers kept taking the next seq          (transient)
+    │   ├── PrefectUnreachable         Prefect API down, wrong URL                     (transient)
+    │   ├── AccessDenied, BucketNotFound, StoreCredentialsMissing,
+    │   │   PrefectRefused             configuration: credentials, bucket, auth, API version
+    │   (StoreUnreachable, StoreUnavailable, AccessDenied, BucketNotFound and
+    │    StoreCredentialsMissing are also StoreErrors: they come from S3)
+    └── verdicts and other failures (exit 1): GateFailed, DigestMismatch (corrupt bytes or
+        evidence), ApprovalRejected, VerificationFailed, DigestFlagged, ArtifactNotFound,
+        ArtifactConflict, RollbackRefused, LedgerCorrupt, SetupRequired, a plain StoreError
+        (an S3 answer that is about the object: an unreadable record, evidence over the size
+        limit, a refused checksum)
+
+An infrastructure error is never recorded against a digest: no ``rejected`` or ``flagged``
+ledger record, no failed gate. Gate and deploy tasks retry the transient ones with backoff; when
+they persist the run ends *errored* and a re-run goes on once the infrastructure is back.
+
+Live checks are different: an ``http`` or ``prometheus`` check that cannot connect to the
+environment it just deployed IS a verdict about that deployment (the environment does not
+answer), so it fails the check, and the deploy is rolled back. An S3 503 while reading the
+evidence of a gate says nothing about the build: it is infrastructure.
 """
 
 from __future__ import annotations
@@ -88,11 +118,21 @@ class EvidenceError(UsageError):
 # --- operation failures (exit 1) -------------------------------------------------------------
 
 
+class InfrastructureError(PromotionError):
+    """The product could not do its work (S3, Prefect, contention): not a verdict on a digest.
+
+    ``transient``: retrying soon may succeed (an outage, throttling); False for configuration
+    problems (credentials, a missing bucket) that only a person fixes, so nothing retries them.
+    """
+
+    transient: bool = True
+
+
 class StoreError(PromotionError):
     """The S3 server refused or failed a request."""
 
 
-class StoreUnreachable(StoreError):
+class StoreUnreachable(StoreError, InfrastructureError):
     """The S3 endpoint could not be reached at all."""
 
     def __init__(self, endpoint: str, reason: str) -> None:
@@ -104,7 +144,19 @@ class StoreUnreachable(StoreError):
         )
 
 
-class BucketNotFound(StoreError):
+class StoreUnavailable(StoreError, InfrastructureError):
+    """S3 answered 5xx or throttled, timed out, or cut a body short, after botocore's retries."""
+
+
+class StoreCredentialsMissing(StoreError, InfrastructureError):
+    """No AWS credentials were found: configuration, not something a retry fixes."""
+
+    transient = False
+
+
+class BucketNotFound(StoreError, InfrastructureError):
+    transient = False
+
     def __init__(self, bucket: str, endpoint: str) -> None:
         self.bucket = bucket
         super().__init__(
@@ -113,7 +165,9 @@ class BucketNotFound(StoreError):
         )
 
 
-class AccessDenied(StoreError):
+class AccessDenied(StoreError, InfrastructureError):
+    transient = False
+
     def __init__(self, operation: str, key: str) -> None:
         super().__init__(
             f"access denied for {operation} on {key}. Check the credentials "
@@ -165,7 +219,7 @@ class LedgerError(PromotionError):
     """The ledger could not be read or written."""
 
 
-class LedgerContention(LedgerError):
+class LedgerContention(LedgerError, InfrastructureError):
     """Too many concurrent writers took the next sequence number first."""
 
     def __init__(self, service: str, attempts: int) -> None:
@@ -226,14 +280,32 @@ class SetupRequired(PromotionError):
     """A resource that ``promote setup`` creates is missing."""
 
 
-class PrefectUnreachable(PromotionError):
-    """The Prefect API could not be reached."""
+class PrefectUnreachable(InfrastructureError):
+    """The Prefect API could not be reached (nothing listening, wrong URL, a timeout)."""
 
     def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
         super().__init__(
             f"cannot reach the Prefect API at {url}: {reason}. Start the server (prefect server start) "
             "and set PREFECT_API_URL to it."
         )
+
+
+class PrefectRefused(InfrastructureError):
+    """The Prefect API answered but refused us: authentication, or an incompatible version."""
+
+    transient = False
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"the Prefect API at {url} refused the request: {reason}")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """An infrastructure error that a retry may get past (what the gate and deploy tasks retry)."""
+    return isinstance(exc, InfrastructureError) and exc.transient
 
 
 class DigestFlagged(PromotionError):

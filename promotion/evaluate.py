@@ -1,7 +1,10 @@
 """Run one gate against everything it may look at. Pure apart from the evidence loader.
 
-The Prefect gate task and ``promote plan`` both call :func:`evaluate`; it never raises: a gate
-that cannot be evaluated fails, with the error as its reason.
+The Prefect gate task, ``promote plan`` and the sweep call :func:`evaluate`. A gate that cannot
+be evaluated because of its evidence (a malformed report, corrupt bytes) fails, with the error as
+its reason. An :class:`~promotion.errors.InfrastructureError` (S3 down or answering 503 while the
+evidence is read) is raised instead: it says nothing about the build, so it must never become a
+failed gate that the stage would record as a rejection. The gate task retries it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from promotion.config import (
     format_duration,
 )
 from promotion.digest import Digest
-from promotion.errors import PromotionError
+from promotion.errors import InfrastructureError, PromotionError
 from promotion.evidence import (
     MAX_EVIDENCE_BYTES as MAX_EVIDENCE_BYTES,  # re-export: evidence over the parsers' limit is not downloaded
 )
@@ -49,9 +52,14 @@ class GateContext:
 
 
 def evaluate(gate: Gate, ctx: GateContext) -> GateResult:
-    """Evaluate a pre-deploy gate. Live gates (http, prometheus) run after deploy instead."""
+    """Evaluate a pre-deploy gate. Live gates (http, prometheus) run after deploy instead.
+
+    Raises :class:`InfrastructureError` (not a verdict); every other error fails the gate.
+    """
     try:
         return _dispatch(gate, ctx)
+    except InfrastructureError:
+        raise
     except PromotionError as exc:
         return errored(gate.name or gate.kind, gate.kind, f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # noqa: BLE001 - a gate must fail, never crash the flow

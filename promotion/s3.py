@@ -18,15 +18,24 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    IncompleteReadError,
     NoCredentialsError,
     ReadTimeoutError,
+    ResponseStreamingError,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
 from promotion.config import StoreConfig
-from promotion.errors import AccessDenied, BucketNotFound, StoreError, StoreUnreachable
+from promotion.errors import (
+    AccessDenied,
+    BucketNotFound,
+    StoreCredentialsMissing,
+    StoreError,
+    StoreUnavailable,
+    StoreUnreachable,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -35,6 +44,18 @@ T = TypeVar("T")
 
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden", "403"}
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+#: Answers that say "not now" about the server, not anything about the object: after botocore's
+#: own retries they are infrastructure errors (StoreUnavailable), never a verdict.
+_UNAVAILABLE = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "ServiceUnavailable",
+    "InternalError",
+    "RequestLimitExceeded",
+}
 
 
 class PreconditionFailed(StoreError):
@@ -160,12 +181,15 @@ class S3:
         except ClientError as exc:
             raise self._translate(exc, operation, key) from None
         except NoCredentialsError:
-            raise StoreError(
+            raise StoreCredentialsMissing(
                 "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or "
                 "AWS_PROFILE), or name an AwsCredentials block in store.credentials_block"
             ) from None
         except (BotoConnectionError, ReadTimeoutError) as exc:
             raise StoreUnreachable(self.endpoint, _short(exc)) from None
+        except (ResponseStreamingError, IncompleteReadError) as exc:
+            # The connection broke while a body was read: the transport, not the object.
+            raise StoreUnavailable(f"{operation} {key}: the response was cut short: {_short(exc)}") from None
         except BotoCoreError as exc:
             raise StoreError(f"{operation} {key} failed: {_short(exc)}") from None
 
@@ -185,6 +209,11 @@ class S3:
                 "do not match their SHA-256 checksum (corrupted in transit). Retry the upload."
             )
         message = err.get("Message") or code or str(status)
+        if code in _UNAVAILABLE or (isinstance(status, int) and status >= 500):
+            return StoreUnavailable(
+                f"{operation} s3://{self.bucket}/{key} failed: {code or status}: {message} "
+                "(after botocore's retries; PROMOTION_S3_MAX_ATTEMPTS)"
+            )
         return StoreError(f"{operation} s3://{self.bucket}/{key} failed: {code or status}: {message}")
 
     # -- operations -------------------------------------------------------------------------------

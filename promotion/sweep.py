@@ -49,7 +49,14 @@ from promotion.deploy import (
     verify_target,
 )
 from promotion.digest import Digest
-from promotion.errors import ArtifactNotFound, BucketNotFound, DigestMismatch, InvalidDigest, PromotionError
+from promotion.errors import (
+    ArtifactNotFound,
+    BucketNotFound,
+    DigestMismatch,
+    InfrastructureError,
+    InvalidDigest,
+    PromotionError,
+)
 from promotion.evaluate import EVIDENCE_FOR, MAX_EVIDENCE_BYTES, GateContext, evaluate, pre_deploy_gates
 from promotion.gates import GateResult
 from promotion.ledger import SEQ_WIDTH, Tip
@@ -692,7 +699,9 @@ def _decide(
     records: _Records,
     checks: Sequence[Check],
     now: dt.datetime,
+    errors: list[str],
 ) -> list[Decision]:
+    """One decision per ``auto_promote`` environment; infrastructure errors go to ``errors``."""
     names = pipeline.environment_names
     flagged = dict(state.flagged)
     # This sweep's findings count now, dry run included: a corrupt digest is never proposed.
@@ -715,7 +724,18 @@ def _decide(
                 environment=env.name, action="skip", reason=f"already in {', '.join(further)}"
             )
         else:
-            decision = _decide_one(store, env, prev_name, source, state, index, records, flagged, failed, now)
+            try:
+                decision = _decide_one(
+                    store, env, prev_name, source, state, index, records, flagged, failed, now
+                )
+            except InfrastructureError as exc:
+                # S3 failed while the gates read evidence: nothing was learnt about the digest,
+                # so no "gate failed" skip (nor anything recorded); the next sweep decides again.
+                why = f"{type(exc).__name__}: {exc}"
+                errors.append(f"decide {env.name} for {d.short}: {why}")
+                decision = Decision(
+                    environment=env.name, action="skip", reason=f"not decided (infrastructure): {why}"
+                )
         out.append(decision.model_copy(update={"digest": d, "version": source.version}))
     return out
 
@@ -874,7 +894,7 @@ def sweep_service(
         report.errors.append(f"re-verify: {type(exc).__name__}: {exc}")
     bad = {str(c.digest): c.detail for c in report.checks if c.outcome in ("corrupted", "missing")}
     report.drift = _drift(store, pipeline, service, state, bad)
-    report.decisions = _decide(store, pipeline, state, index, records, report.checks, now)
+    report.decisions = _decide(store, pipeline, state, index, records, report.checks, now, report.errors)
     report.refs = _service_refs(service, state, index, records)
     return report
 

@@ -15,6 +15,7 @@ from promotion.evaluate import live_gates
 from promotion.gates import GateResult
 from promotion.live import check_http, check_prometheus
 from promotion.store import ArtifactStore
+from tasks.gates import INFRA_RETRY_DELAYS_S, retry_on_infrastructure
 
 
 def _load_secret(block_name: str | None) -> SecretStr | None:
@@ -42,7 +43,16 @@ def _deploy_run_name() -> str:
     return f"deploy {str(params.get('digest', ''))[:19]}… → {params.get('environment')}"
 
 
-@task(name="deploy", task_run_name=_deploy_run_name, cache_policy=NO_CACHE)
+# Retried on transient infrastructure errors only: the copy is idempotent (same bytes, same key)
+# and the webhook carries the same idempotency key on every try.
+@task(
+    name="deploy",
+    task_run_name=_deploy_run_name,
+    cache_policy=NO_CACHE,
+    retries=len(INFRA_RETRY_DELAYS_S),
+    retry_delay_seconds=INFRA_RETRY_DELAYS_S,
+    retry_condition_fn=retry_on_infrastructure,
+)
 def deploy(
     store: ArtifactStore,
     environment: str,

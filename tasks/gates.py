@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
 
 from promotion.config import Gate
+from promotion.errors import is_transient
 from promotion.evaluate import MAX_EVIDENCE_BYTES, GateContext, evaluate
 from promotion.gates import GateResult
 from promotion.models import ArtifactRecord, EnvState
@@ -21,7 +24,29 @@ def _gate_run_name() -> str:
     return f"gate {getattr(gate, 'name', None) or getattr(gate, 'kind', '?')}"
 
 
-@task(name="evaluate-gate", task_run_name=_gate_run_name, cache_policy=NO_CACHE, retries=0)
+#: Delays between tries of a task that met a transient infrastructure error. Each try already
+#: includes botocore's own retries (PROMOTION_S3_MAX_ATTEMPTS per request), so these are short:
+#: they ride out a blip of a few seconds, and a longer outage ends the run as errored instead.
+INFRA_RETRY_DELAYS_S = [1.0, 3.0]
+
+
+def retry_on_infrastructure(task: Any, task_run: TaskRun, state: State[Any]) -> bool:
+    """Prefect ``retry_condition_fn``: retry transient infrastructure errors, nothing else.
+
+    A failed gate is a verdict (retrying it would only repeat it), and a configuration problem
+    (access denied, missing bucket) needs a person.
+    """
+    return isinstance(state.data, BaseException) and is_transient(state.data)
+
+
+@task(
+    name="evaluate-gate",
+    task_run_name=_gate_run_name,
+    cache_policy=NO_CACHE,
+    retries=len(INFRA_RETRY_DELAYS_S),
+    retry_delay_seconds=INFRA_RETRY_DELAYS_S,
+    retry_condition_fn=retry_on_infrastructure,
+)
 def evaluate_gate(
     gate: Gate,
     store: ArtifactStore,
