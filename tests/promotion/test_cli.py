@@ -168,7 +168,8 @@ def test_a_failed_publish_loses_nothing_and_can_be_rerun(
         cfg.write_text(PIPELINE_TEMPLATE.format(endpoint=proxy.url, bucket=s3_server.bucket, prefix=prefix))
         proxy.rules.append(Rule("PUT", r"/ledger/", "status", status=503, times=-1))
         r = promote("-c", str(cfg), "publish", str(artifact), "-s", "api", "--version", "1")
-        assert_one_line_error(r, "StoreError", 1)
+        # A 503 after botocore's retries: an infrastructure error (StoreError's StoreUnavailable).
+        assert_one_line_error(r, "StoreUnavailable", 1)
         store = ArtifactStore(load_pipeline(cfg))
         digest = Digest.of_bytes(artifact.read_bytes())
         assert store.find_record("api", digest) is None  # no half-published artifact
