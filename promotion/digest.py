@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +100,48 @@ class Digest(str):
                 n = pending.result()
                 i = 1 - i
         return cls.from_hasher(h)
+
+    @classmethod
+    def of_file_parts(cls, fd: int, size: int, part_size: int) -> tuple[Digest, list[bytes], int]:
+        """One pass over the first ``size`` bytes of file ``fd``: the whole digest, the raw SHA-256
+        of every ``part_size`` part, and the number of bytes read (less than ``size`` if the file
+        shrank).
+
+        The whole hash runs on this thread, each part's hash on a second thread and the next read
+        on a third, all over the same buffer (hashlib releases the GIL), so the three overlap and
+        the pass costs about one hash of the file. Reads never straddle a part boundary.
+        """
+        whole = hashlib.sha256()
+        part_sums: list[bytes] = []
+        views = [memoryview(bytearray(min(CHUNK_SIZE, max(size, 1)))) for _ in range(2)]
+
+        def read(view: memoryview, offset: int) -> int:
+            if offset >= size:
+                return 0
+            in_part = part_size - offset % part_size
+            want = min(len(view), in_part, size - offset)
+            return os.preadv(fd, [view[:want]], offset)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            offset = 0
+            part = hashlib.sha256()
+            i = 0
+            n = read(views[0], 0)
+            while n:
+                chunk = views[i][:n]
+                pending = pool.submit(read, views[1 - i], offset + n)
+                part_done = pool.submit(part.update, chunk)
+                whole.update(chunk)
+                part_done.result()
+                offset += n
+                if offset % part_size == 0 or offset == size:
+                    part_sums.append(part.digest())
+                    part = hashlib.sha256()
+                n = pending.result()
+                i = 1 - i
+        if offset < size and offset % part_size:
+            part_sums.append(part.digest())
+        return cls.from_hasher(whole), part_sums, offset
 
     @classmethod
     def __get_pydantic_core_schema__(

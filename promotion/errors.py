@@ -215,6 +215,17 @@ class DigestMismatch(PromotionError):
         )
 
 
+class FileChangedDuringPublish(PromotionError):
+    """The file being published changed between the read that named it and the upload."""
+
+    def __init__(self, path: str, how: str) -> None:
+        self.path = path
+        super().__init__(
+            f"{path} changed while it was being published ({how}); nothing was stored under its "
+            "digest. Publish it again once whatever writes it has finished."
+        )
+
+
 class LedgerError(PromotionError):
     """The ledger could not be read or written."""
 

@@ -6,24 +6,27 @@ Layout::
     {prefix}artifacts/<service>/sha256/<hex>.json      artifact record (version, provenance, evidence)
     {prefix}ledger/<service>/...                       the promotion ledger (see promotion.ledger)
 
-Publishing reads the file exactly once: the digest is computed while the parts are read, each part
-is sent with its own SHA-256 checksum (the server refuses a part that arrives corrupted), and a
-single-part upload carries the whole digest as its checksum. A blob that already exists is not
-uploaded again.
+Publishing holds at most one small file (up to 16 MiB) in memory, whatever the size. A small file
+is read once and sent in one PUT whose checksum is the digest itself. A larger file is read twice:
+the first read computes the digest (so the blob goes straight to its final key, no staging copy)
+and each part's SHA-256; the second streams the parts from disk to a multipart upload, each with
+its first-read checksum, so neither a corrupted transfer nor a file modified in between can store
+bytes under a name they do not hash to. A blob that already exists is not uploaded again.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -34,6 +37,7 @@ from promotion.errors import (
     ArtifactNotFound,
     DigestMismatch,
     EvidenceError,
+    FileChangedDuringPublish,
     StoreError,
 )
 from promotion.ledger import Ledger
@@ -51,14 +55,17 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 MiB = 1024 * 1024
-#: Files up to this size go in one PUT whose checksum is the digest itself.
+#: Files up to this size are read once into memory and go in one PUT whose checksum is the digest.
 MULTIPART_THRESHOLD = 16 * MiB
 #: Parts of a multipart upload (S3 allows at most 10,000 parts, so large files get larger parts).
 PART_SIZE = 16 * MiB
-#: Files up to this size are read once into memory, hashed, then uploaded to their final key.
-#: Larger files are streamed once to a staging key and moved by a server-side copy.
-MEMORY_LIMIT = int(os.environ.get("PROMOTION_PUBLISH_MEMORY_LIMIT", str(1024 * MiB)))
+#: Parts sent at once. Parts are streamed from the file, not held in memory, so this bounds
+#: connections and threads, not memory.
 UPLOAD_THREADS = 8
+
+#: How far back a publish looks in the ledger for its own ``published`` event (written by an
+#: earlier try that died before the record) before it writes one.
+RECENT_EVENTS = 8
 
 ProgressCallback = Callable[[int], None]
 
@@ -82,8 +89,56 @@ class CheckResult:
     detail: str
 
 
-def _b64sha256(data: bytes | memoryview) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+class _FilePart:
+    """One part of a file as a seekable, sized body for botocore, read from disk as it is sent.
+
+    Nothing but the HTTP layer's read buffer is held in memory; a retry rewinds (``seek(0)``).
+    The bytes are not hashed again here: the part goes with the SHA-256 of the first read, which
+    the server checks (it refuses a part whose bytes differ, ``BadDigest``).
+    """
+
+    def __init__(self, fd: int, offset: int, length: int, sha256: bytes) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+        self.sha256 = sha256
+        self.checksum = base64.b64encode(sha256).decode("ascii")
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.length - self._pos
+        if n is None or n < 0 or n > left:
+            n = left
+        if n == 0:
+            return b""
+        data = os.pread(self.fd, n, self.offset + self._pos)
+        # A file that shrank ends this body short: the server refuses the part.
+        self._pos = self._pos + len(data) if data else self.length
+        return data
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = {0: pos, 1: self._pos + pos, 2: self.length + pos}[whence]
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def changed_on_disk(self) -> bool:
+        """Re-read the part from disk (after a failure only) and compare with the first read."""
+        data = os.pread(self.fd, self.length, self.offset)
+        return len(data) != self.length or hashlib.sha256(data).digest() != self.sha256
+
+    def where(self) -> str:
+        return f"bytes {self.offset}..{self.offset + self.length - 1} differ from its first read"
+
+
+def _file_state(fd: int) -> tuple[int, int, int, int]:
+    """What changes when a file is written to: size, modification and change times, inode."""
+    st = os.fstat(fd)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
 def parse_evidence(specs: Sequence[str], *, follow_symlinks: bool = False) -> list[tuple[EvidenceKind, Path]]:
@@ -119,123 +174,170 @@ class ArtifactStore:
     # -- blobs ------------------------------------------------------------------------------------
 
     def put_blob(self, path: Path, progress: ProgressCallback | None = None) -> tuple[BlobInfo, int]:
-        """Upload a file under its digest; returns the blob and the bytes actually uploaded."""
-        size = path.stat().st_size
+        """Upload a file under its digest; returns the blob and the bytes actually uploaded.
+
+        Memory stays bounded whatever the size: a small file is read once into memory; a larger
+        one is read twice, first to hash it (so its final key is known), then streamed part by
+        part to a multipart upload under that key, each part checked against the first read.
+        """
         try:
             with path.open("rb") as f:
-                if size <= MEMORY_LIMIT:
-                    return self._put_from_memory(f, size, progress)
-                return self._put_staged(f, size, progress)
+                size = os.fstat(f.fileno()).st_size
+                if size <= MULTIPART_THRESHOLD:
+                    data = f.read(MULTIPART_THRESHOLD + 1)
+                    if len(data) != size:
+                        raise FileChangedDuringPublish(str(path), f"its size changed from {size} bytes")
+                    return self._put_small(data, progress)
+                return self._put_large(path, f.fileno(), size, progress)
         except OSError as exc:
             raise EvidenceError(f"cannot read {path}: {exc.strerror or exc}") from None
 
     def put_blob_bytes(self, data: bytes) -> tuple[BlobInfo, int]:
-        import io
-
-        return self._put_from_memory(io.BytesIO(data), len(data), None)
+        if len(data) > MULTIPART_THRESHOLD:
+            raise ValueError("put_blob_bytes takes at most MULTIPART_THRESHOLD bytes; use put_blob")
+        return self._put_small(data, None)
 
     @staticmethod
     def _part_size(size: int) -> int:
         return max(PART_SIZE, math.ceil(size / 9_000 / MiB) * MiB)
 
-    def _put_from_memory(
-        self, f: IO[bytes], size: int, progress: ProgressCallback | None
-    ) -> tuple[BlobInfo, int]:
-        part_size = self._part_size(size) if size > MULTIPART_THRESHOLD else max(size, 1)
-        h = hashlib.sha256()
-        parts: list[bytes] = []
-        while chunk := f.read(part_size):
-            h.update(chunk)
-            parts.append(chunk)
-        digest = Digest.from_hasher(h)
-        total = sum(map(len, parts))
-        existing = self.s3.head(self.blob_key(digest))
-        if existing is not None and existing.size == total:
-            if progress:
-                progress(total)
-            return BlobInfo(digest=digest, size=total, s3_checksum=existing.checksum_sha256), 0
-        key = self.blob_key(digest)
-        meta = {"sha256": digest.hex}
-        if total <= MULTIPART_THRESHOLD:
-            data = parts[0] if parts else b""
+    def _existing(self, digest: Digest, size: int) -> BlobInfo | None:
+        head = self.s3.head(self.blob_key(digest))
+        if head is None or head.size != size:
+            return None
+        return BlobInfo(digest=digest, size=size, s3_checksum=head.checksum_sha256)
+
+    def _put_small(self, data: bytes, progress: ProgressCallback | None) -> tuple[BlobInfo, int]:
+        """One PUT whose ChecksumSHA256 is the digest: S3 itself vouches the object hashes to its name."""
+        digest = Digest.of_bytes(data)
+        found = self._existing(digest, len(data))
+        if found is None:
             try:
-                self.s3.put(key, data, create_only=True, checksum_sha256=digest.b64, metadata=meta)
+                self.s3.put(
+                    self.blob_key(digest),
+                    data,
+                    create_only=True,
+                    checksum_sha256=digest.b64,
+                    metadata={"sha256": digest.hex},
+                )
             except PreconditionFailed:
-                pass  # someone uploaded the same bytes meanwhile: same digest, same content
+                pass  # the same bytes landed meanwhile (someone else, or our own lost response)
+        if progress:
+            progress(len(data))
+        blob = BlobInfo(digest=digest, size=len(data), s3_checksum=digest.b64)
+        return (found or blob), (0 if found else len(data))
+
+    def _put_large(
+        self, path: Path, fd: int, size: int, progress: ProgressCallback | None
+    ) -> tuple[BlobInfo, int]:
+        part_size = self._part_size(size)
+        before = _file_state(fd)
+        # Pass 1: the digest (the final key) and each part's SHA-256, in one read.
+        digest, part_sums, read = Digest.of_file_parts(fd, size, part_size)
+        if read != size:
+            raise FileChangedDuringPublish(str(path), f"it shrank below {size} bytes while it was hashed")
+        found = self._existing(digest, size)
+        if found is not None:
             if progress:
-                progress(total)
-            return BlobInfo(digest=digest, size=total, s3_checksum=digest.b64), total
-        checksum = self._multipart(key, parts, meta, progress, create_only=True)
-        return BlobInfo(digest=digest, size=total, s3_checksum=checksum), total
+                progress(size)
+            return found, 0
+        # Pass 2: stream the parts to their final key, each with its pass-1 checksum.
+        key = self.blob_key(digest)
+        parts = [
+            _FilePart(fd, offset, min(part_size, size - offset), part_sums[i])
+            for i, offset in enumerate(range(0, size, part_size))
+        ]
+        checksum = self._multipart(path, key, digest, before, parts, progress)
+        return BlobInfo(digest=digest, size=size, s3_checksum=checksum), size
 
     def _multipart(
         self,
+        path: Path,
         key: str,
-        parts: Iterable[bytes],
-        meta: dict[str, str],
+        digest: Digest,
+        before: tuple[int, int, int, int],
+        parts: Sequence[_FilePart],
         progress: ProgressCallback | None,
-        *,
-        create_only: bool,
     ) -> str | None:
-        """Multipart upload with a SHA-256 checksum per part; returns S3's composite checksum.
+        """Multipart upload to ``key``, create-only; returns S3's composite checksum.
 
-        ``parts`` is consumed by this thread (so a running hash over it sees the bytes in order)
-        while a pool sends them; at most ``2 * UPLOAD_THREADS`` parts wait in memory.
+        Each part is sent with the SHA-256 of its first read, so the server refuses a part whose
+        bytes changed since (corrupted in transit, or the file was modified): ``key`` never holds
+        bytes other than those that hash to ``digest``. The upload is completed only if the file
+        was not written to since before the first read (``before``: size, mtime, ctime, inode),
+        which also covers a server that does not check checksums.
         """
+        size = before[0]
         client = self.s3.client
         bucket = self.s3.bucket
         upload_id = self.s3.call(
             "CreateMultipartUpload",
             key,
             lambda: client.create_multipart_upload(
-                Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", Metadata=meta
+                Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", Metadata={"sha256": digest.hex}
             ),
         )["UploadId"]
 
-        def send(number: int, data: bytes) -> CompletedPartTypeDef:
-            checksum = _b64sha256(data)
-            r = self.s3.call(
-                "UploadPart",
-                key,
-                lambda: client.upload_part(
-                    Bucket=bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=data,
-                    ChecksumSHA256=checksum,
-                ),
-            )
+        def send(number: int, part: _FilePart) -> CompletedPartTypeDef:
+            try:
+                r = self.s3.call(
+                    "UploadPart",
+                    key,
+                    lambda: client.upload_part(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=part,  # type: ignore[arg-type]
+                        ContentLength=part.length,
+                        ChecksumSHA256=part.checksum,
+                    ),
+                )
+            except StoreError:
+                if part.changed_on_disk():
+                    raise FileChangedDuringPublish(str(path), part.where()) from None
+                raise
             if progress:
-                progress(len(data))
-            return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": checksum}
+                progress(part.length)
+            return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": part.checksum}
 
         try:
             futures: list[Future[CompletedPartTypeDef]] = []
             with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
-                for number, data in enumerate(parts, start=1):
-                    pending = [fu for fu in futures if not fu.done()]
-                    if len(pending) >= 2 * UPLOAD_THREADS:
-                        wait(pending, return_when=FIRST_COMPLETED)
-                    futures.append(pool.submit(send, number, data))
-                done = [fu.result() for fu in futures]
-            kwargs: dict[str, Any] = {
-                "Bucket": bucket,
-                "Key": key,
-                "UploadId": upload_id,
-                "MultipartUpload": {"Parts": done},
-            }
-            if create_only:
-                kwargs["IfNoneMatch"] = "*"
+                try:
+                    for number, part in enumerate(parts, start=1):
+                        futures.append(pool.submit(send, number, part))
+                    done = [fu.result() for fu in futures]
+                except BaseException:
+                    for fu in futures:
+                        fu.cancel()
+                    raise
+            now = _file_state(parts[0].fd)
+            if now[0] != size:
+                raise FileChangedDuringPublish(str(path), f"its size changed from {size} to {now[0]} bytes")
+            if now != before:
+                raise FileChangedDuringPublish(str(path), "it was written to while it was uploaded")
             try:
                 r = self.s3.call(
-                    "CompleteMultipartUpload", key, lambda: client.complete_multipart_upload(**kwargs)
+                    "CompleteMultipartUpload",
+                    key,
+                    lambda: client.complete_multipart_upload(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": done},
+                        IfNoneMatch="*",
+                    ),
                 )
-            except PreconditionFailed:
-                # The same bytes were completed by someone else meanwhile.
-                self._abort(key, upload_id)
+            except StoreError:
+                # 412: the same bytes were completed meanwhile, by someone else or by our own
+                # first try whose response was lost (its retry then finds the upload gone).
+                # Either way the key holds our digest's bytes if its metadata says so.
                 head = self.s3.head(key)
-                return head.checksum_sha256 if head else None
+                if head is None or head.size != size or head.metadata.get("sha256") != digest.hex:
+                    raise
+                self._abort(key, upload_id)
+                return head.checksum_sha256
             return r.get("ChecksumSHA256")
         except BaseException:
             self._abort(key, upload_id)
@@ -251,41 +353,7 @@ class ArtifactStore:
                 ),
             )
         except StoreError:
-            pass  # best effort; a lifecycle rule on uploads/ cleans up what is left
-
-    def _put_staged(self, f: IO[bytes], size: int, progress: ProgressCallback | None) -> tuple[BlobInfo, int]:
-        """Too large to hold in memory: stream once to a staging key while hashing, then copy."""
-        part_size = self._part_size(size)
-        staging = self.s3.key("uploads", uuid.uuid4().hex)
-        h = hashlib.sha256()
-
-        def parts() -> Iterator[bytes]:
-            while chunk := f.read(part_size):
-                h.update(chunk)
-                yield chunk
-
-        checksum = self._multipart(staging, parts(), {}, progress, create_only=False)
-        digest = Digest.from_hasher(h)
-        key = self.blob_key(digest)
-        try:
-            existing = self.s3.head(key)
-            if existing is None:
-                self.s3.call(
-                    "CopyObject",
-                    key,
-                    lambda: self.s3.client.copy(
-                        {"Bucket": self.s3.bucket, "Key": staging},
-                        self.s3.bucket,
-                        key,
-                        ExtraArgs={"Metadata": {"sha256": digest.hex}, "MetadataDirective": "REPLACE"},
-                    ),
-                )
-                existing = self.s3.head(key)
-            if existing is None or existing.size != size:
-                raise StoreError(f"server-side copy to {key} did not produce {size} bytes")
-        finally:
-            self.s3.delete(staging)
-        return BlobInfo(digest=digest, size=size, s3_checksum=existing.checksum_sha256 or checksum), size
+            pass  # best effort: an incomplete upload is invisible; a lifecycle rule reclaims it
 
     # -- publish ----------------------------------------------------------------------------------
 
@@ -329,34 +397,53 @@ class ArtifactStore:
         if existing is not None:
             self._same_or_conflict(existing, record)
             return PublishResult(existing, uploaded, already_published=True)
-        # The ledger event first, the record last: a record that exists means a complete publish.
-        self.ledger.append(
-            service,
-            "published",
-            blob.digest,
-            actor=provenance.published_by,
-            version=version,
-            details={
-                "size": blob.size,
-                "commit": provenance.commit,
-                "build_url": provenance.build_url,
-                "evidence": [{"kind": r.kind, "digest": str(r.digest)} for r in refs],
-            },
-            idempotency_id=f"published:{blob.digest.hex}:{uuid.uuid4().hex}",
-        )
-        try:
-            self.s3.put(
-                self.record_key(service, blob.digest),
-                record.canonical_bytes(),
-                create_only=True,
-                content_type="application/json",
+        # The same publish (same bytes, same identity) always has the same idempotency id, so an
+        # earlier try that wrote its ledger event and died before the record, or a concurrent
+        # identical publish, is found instead of recording a second ``published`` event.
+        identity = hashlib.sha256(
+            json.dumps(record.identity(), sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()[:32]
+        idem = f"published:{blob.digest.hex}:{identity}"
+        if not self._published_recently(service, idem):
+            # The ledger event first, the record last: a record that exists means a complete publish.
+            self.ledger.append(
+                service,
+                "published",
+                blob.digest,
+                actor=provenance.published_by,
+                version=version,
+                details={
+                    "size": blob.size,
+                    "commit": provenance.commit,
+                    "build_url": provenance.build_url,
+                    "evidence": [{"kind": r.kind, "digest": str(r.digest)} for r in refs],
+                },
+                idempotency_id=idem,
             )
+        body = record.canonical_bytes()
+        key = self.record_key(service, blob.digest)
+        try:
+            self.s3.put(key, body, create_only=True, content_type="application/json")
         except PreconditionFailed:
-            # A concurrent publish of the same bytes won the race.
+            # Either our own PUT landed and only its response was lost (botocore's retry then
+            # meets our record: byte for byte ours, created_at included), or a concurrent
+            # publish of the same bytes won the race.
+            if self.s3.get(key) == body:
+                return PublishResult(record, uploaded, already_published=False)
             winner = self.record(service, blob.digest)
             self._same_or_conflict(winner, record)
             return PublishResult(winner, uploaded, already_published=True)
         return PublishResult(record, uploaded, already_published=False)
+
+    def _published_recently(self, service: str, idem: str) -> bool:
+        """Whether one of the service's last :data:`RECENT_EVENTS` ledger events is this publish's."""
+        tip = self.ledger.tip(service)
+        if tip.record is None:
+            return False
+        if tip.record.idempotency_id == idem:
+            return True
+        recent = self.ledger.read_range(service, tip.seq - RECENT_EVENTS + 1, tip.seq - 1)
+        return any(r.idempotency_id == idem for r in recent)
 
     @staticmethod
     def _same_or_conflict(existing: ArtifactRecord, new: ArtifactRecord) -> None:

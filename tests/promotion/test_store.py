@@ -61,17 +61,22 @@ def test_multipart_blob_is_stored_under_its_digest_with_part_checksums(
     assert result.record.s3_checksum == head.checksum_sha256
 
 
-def test_staged_upload_for_files_larger_than_memory_limit(
-    store: ArtifactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The memory limit is a setting (PROMOTION_PUBLISH_MEMORY_LIMIT); lower it for this store.
-    monkeypatch.setattr(store_mod, "MEMORY_LIMIT", 1024)
+def test_large_file_goes_straight_to_its_final_key(store: ArtifactStore, tmp_path: Path) -> None:
+    """No staging key and no server-side copy: parts are uploaded under blobs/sha256/<hex>."""
     data = os.urandom(store_mod.PART_SIZE + 777)
+    keys: list[str] = []
+
+    def on_send(request: Any, **_: Any) -> None:
+        assert "x-amz-copy-source" not in {k.lower() for k in request.headers}, "server-side copy"
+        keys.append(request.url.split("?")[0])
+
+    store.s3.client.meta.events.register("before-send.s3", on_send)
     result = store.publish(write(tmp_path / "big", data), service="api", version="3", provenance=PROV)
     assert result.digest == Digest.of_bytes(data)
+    blob_url_end = store.blob_key(result.digest)
+    written = [k for k in keys if "/blobs/" in k]
+    assert written and all(k.endswith(blob_url_end) for k in written)
     assert store.fetch_bytes(result.digest) == data
-    # nothing is left behind in the staging area
-    assert list(store.s3.list_keys(store.s3.key("uploads"))) == []
 
 
 def test_republish_uploads_nothing_and_writes_nothing(store: ArtifactStore, tmp_path: Path) -> None:
