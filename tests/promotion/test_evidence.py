@@ -646,3 +646,66 @@ def test_arbitrary_json_shapes_never_raise_raw_exceptions(kind: str, doc: object
         PARSERS[kind](json.dumps(doc).encode())
     except EvidenceUnreadable:
         pass
+
+
+# --- bounded memory -----------------------------------------------------------------------------
+
+SCAN_GATE_CHILD = """
+import json, sys
+from promotion.config import ScanGate
+from promotion.gates import evaluate_scan
+with open(sys.argv[1], "rb") as f:
+    data = f.read()
+gate = ScanGate(kind="scan", max_findings={"error": 0}, allow_rules=["R3"])
+result = evaluate_scan(gate, [data]).model_dump()
+# VmHWM: this process's own peak RSS. getrusage/wait4 ru_maxrss would also count the pytest
+# process image the child was forked from (Linux carries the pre-exec high-water mark over).
+with open("/proc/self/status") as f:
+    hwm_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+print(json.dumps({"result": result, "peak_mib": hwm_kib / 1024}))
+"""
+
+
+def write_big_sarif(path: Path, results: int, rules: int = 20) -> None:
+    """A SARIF log of ``results`` small results over ``rules`` rules; rule i has level i % 4."""
+    levels = ["error", "warning", "note", "none"]
+    rule_list = [
+        {
+            "id": f"R{i}",
+            "defaultConfiguration": {"level": levels[i % 4]},
+            "properties": {"security-severity": "5"},
+        }
+        for i in range(rules)
+    ]
+    with path.open("w") as f:
+        f.write('{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"Big","rules":')
+        f.write(json.dumps(rule_list) + '}},"results":[')
+        f.write(
+            ",".join(
+                f'{{"ruleId":"R{i % rules}","message":{{"text":"finding {i}"}}}}' for i in range(results)
+            )
+        )
+        f.write("]}]}")
+
+
+def test_scan_gate_on_500k_results_stays_within_bounded_memory(tmp_path: Path) -> None:
+    """The old json.loads design took ~890 MiB (30x the log) for this log; streaming takes ~70."""
+    import subprocess
+    import sys
+
+    sarif_path = tmp_path / "big.sarif"
+    write_big_sarif(sarif_path, 500_000)
+    size_mib = sarif_path.stat().st_size / 2**20
+    assert 20 < size_mib < ev.MAX_EVIDENCE_BYTES / 2**20
+    child = subprocess.run(
+        [sys.executable, "-c", SCAN_GATE_CHILD, str(sarif_path)], capture_output=True, text=True, timeout=300
+    )
+    assert child.returncode == 0, child.stderr
+    out = json.loads(child.stdout)
+    result, peak_mib = out["result"], out["peak_mib"]
+    m = result["measured"]
+    # 25,000 results per rule; R3 (level none) is allowed, so not counted.
+    assert (m["error"], m["warning"], m["note"], m["none"]) == (125_000, 125_000, 125_000, 100_000)
+    assert m["ignored"] == 25_000 and not result["passed"]
+    assert "125000 error findings exceed the maximum of 0: R0, R4, R8, R12, R16" in result["reasons"][0]
+    assert peak_mib < 130, f"peak RSS {peak_mib:.0f} MiB for a {size_mib:.0f} MiB log"
