@@ -56,7 +56,11 @@ def evaluate_gate(
     previous: EnvState | None,
     now: dt.datetime,
 ) -> GateResult:
-    """Evaluate one gate; evidence is read from S3 by digest and re-checked against it."""
+    """Evaluate one gate; evidence is read from S3 by digest and re-checked against it.
+
+    Raises :class:`~promotion.errors.InfrastructureError` when S3 keeps failing (after the
+    task's retries): the stage then ends errored, never with a failed gate.
+    """
     ctx = GateContext(
         service=artifact.service,
         digest=artifact.digest,
