@@ -554,7 +554,6 @@ def settings(base: S3Client) -> dict[str, Any]:
             "MULTIPART_THRESHOLD": store_module.MULTIPART_THRESHOLD,
             "PART_SIZE": store_module.PART_SIZE,
             "UPLOAD_THREADS": store_module.UPLOAD_THREADS,
-            "MEMORY_LIMIT": store_module.MEMORY_LIMIT,
         },
         "baseline_transfer_config": {
             "multipart_threshold": tc.multipart_threshold,
