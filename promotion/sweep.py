@@ -557,9 +557,18 @@ def _flag(
 
 
 def _drift(
-    store: ArtifactStore, pipeline: Pipeline, service: str, state: LedgerState, bad: Mapping[str, str]
+    store: ArtifactStore,
+    pipeline: Pipeline,
+    service: str,
+    state: LedgerState,
+    bad: Mapping[str, str],
+    errors: list[str],
 ) -> list[DriftFinding]:
-    """Environments whose copy differs from the ledger; ``bad`` digests (corrupt) are not re-copied."""
+    """Environments whose copy differs from the ledger; ``bad`` digests (corrupt) are not re-copied.
+
+    A copy that cannot be read because of S3 (an infrastructure error) is not drift: it goes to
+    ``errors``, so no ``drift.detected`` event cries wolf over a 503.
+    """
     findings: list[DriftFinding] = []
     for env in pipeline.environments:
         target = env.target.copy_to
@@ -576,6 +585,9 @@ def _drift(
             continue  # nothing deployed and no key to look at: nothing to compare
         try:
             actual, checksum = _read_copy(store, target, service, version, env.name)
+        except InfrastructureError as exc:
+            errors.append(f"drift {env.name}: cannot read the copy {where}: {type(exc).__name__}: {exc}")
+            continue
         except PromotionError as exc:
             findings.append(
                 _finding(env, expected, None, version, where, f"cannot read the copy: {exc}", "report")
@@ -596,6 +608,11 @@ def _drift(
                     continue
                 except DigestMismatch as exc:
                     detail = f"the copy is tagged {expected.short} but its bytes differ: got {exc.actual}"
+                except InfrastructureError as exc:
+                    errors.append(
+                        f"drift {env.name}: cannot verify the copy {where}: {type(exc).__name__}: {exc}"
+                    )
+                    continue
                 except PromotionError as exc:
                     findings.append(
                         _finding(
@@ -893,7 +910,7 @@ def sweep_service(
     except PromotionError as exc:
         report.errors.append(f"re-verify: {type(exc).__name__}: {exc}")
     bad = {str(c.digest): c.detail for c in report.checks if c.outcome in ("corrupted", "missing")}
-    report.drift = _drift(store, pipeline, service, state, bad)
+    report.drift = _drift(store, pipeline, service, state, bad, report.errors)
     report.decisions = _decide(store, pipeline, state, index, records, report.checks, now, report.errors)
     report.refs = _service_refs(service, state, index, records)
     return report

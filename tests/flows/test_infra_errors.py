@@ -168,3 +168,51 @@ def test_sweep_does_not_flag_or_refuse_a_digest_on_an_s3_error(proxied: Proxied,
     assert not report.checks[0].flag_reason and not report.newly_flagged
     assert "StoreUnavailable" in report.checks[0].detail
     assert proxied.events() == [("published", None), ("promoted", "dev")]
+
+
+def test_sweep_reports_no_drift_when_s3_fails_reading_the_copy(
+    s3_server: LocalS3, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy that cannot be read is an error of the sweep, not drift (no drift.detected event)."""
+    import uuid
+
+    from promotion.config import load_pipeline
+    from promotion.deploy import copy_to_target
+    from promotion.models import Provenance
+    from promotion.store import ArtifactStore
+    from promotion.sweep import sweep_service
+
+    monkeypatch.setenv("PROMOTION_S3_MAX_ATTEMPTS", "1")
+    target = f"drift-{uuid.uuid4().hex[:10]}"
+    s3_server.client().create_bucket(Bucket=target)
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        cfg = tmp_path / "drift.yaml"
+        cfg.write_text(
+            f"""
+store: {{endpoint_url: "{proxy.url}", bucket: {s3_server.bucket}, prefix: "{prefix}"}}
+services: [{{name: api}}]
+environments:
+  - name: dev
+    on_drift: correct
+    target: {{copy_to: {{bucket: "{target}", prefix: "{prefix}dev/"}}}}
+"""
+        )
+        store = ArtifactStore(load_pipeline(cfg))
+        artifact = tmp_path / "app.bin"
+        artifact.write_bytes(uuid.uuid4().bytes * 64)
+        d = store.publish(
+            artifact, service="api", version="1", provenance=Provenance(published_by="ci")
+        ).digest
+        dev = store.pipeline.environment("dev").target.copy_to
+        assert dev is not None
+        copy_to_target(store, dev, "api", d, "1", environment="dev")
+        store.ledger.append("api", "promoted", d, actor="ci", environment="dev", version="1")
+        assert sweep_service(store, "api").drift == []  # the control: healthy, no drift
+
+        proxy.rules.append(Rule("HEAD", f"/{target}/", "status", status=503, times=-1))
+        report = sweep_service(store, "api")
+
+    assert report.drift == []
+    assert any(
+        e.startswith("drift dev: cannot read the copy") and "StoreUnavailable" in e for e in report.errors
+    )
