@@ -331,6 +331,14 @@ class DigestFlagged(PromotionError):
         )
 
 
+class StageHeldBack(PromotionError):
+    """A promotion aimed further up would move a lower environment back from a newer build."""
+
+    def __init__(self, environment: str, why: str) -> None:
+        self.environment = environment
+        super().__init__(why)
+
+
 class LockTimeout(PromotionError):
     """Another promotion of the same service and environment held the lock for too long."""
 

@@ -49,6 +49,8 @@ class GateContext:
     previous: EnvState | None
     now: dt.datetime
     load_evidence: Callable[[EvidenceRef], bytes]
+    #: When the digest left the previous environment (replaced by a newer build); None: still there.
+    previous_until: dt.datetime | None = None
 
 
 def evaluate(gate: Gate, ctx: GateContext) -> GateResult:
@@ -100,7 +102,9 @@ def _dispatch(gate: Gate, ctx: GateContext) -> GateResult:
     if isinstance(gate, PerfGate):
         return g.evaluate_perf(gate, _reports("perf", ctx))
     if isinstance(gate, SoakGate):
-        return g.evaluate_soak(gate, ctx.previous, ctx.previous_env, ctx.now, digest=str(ctx.digest))
+        return g.evaluate_soak(
+            gate, ctx.previous, ctx.previous_env, ctx.now, digest=str(ctx.digest), until=ctx.previous_until
+        )
     if isinstance(gate, WindowGate):
         return g.evaluate_window(gate, ctx.now)
     if isinstance(gate, PolicyGate):

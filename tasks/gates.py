@@ -55,6 +55,7 @@ def evaluate_gate(
     previous_env: str | None,
     previous: EnvState | None,
     now: dt.datetime,
+    previous_until: dt.datetime | None = None,
 ) -> GateResult:
     """Evaluate one gate; evidence is read from S3 by digest and re-checked against it.
 
@@ -70,5 +71,6 @@ def evaluate_gate(
         previous=previous,
         now=now,
         load_evidence=lambda ref: store.fetch_bytes(ref.digest, max_size=MAX_EVIDENCE_BYTES),
+        previous_until=previous_until,
     )
     return evaluate(gate, ctx)
