@@ -65,7 +65,7 @@ What each figure means
        are not counted. Summed times of concurrent requests can exceed the wall time;
    (c) the pure parts measured outside Prefect on a fresh artifact (``promotion.evaluate`` /
        ``promotion.plan``, ledger reads and appends, config load, and the Prefect calls the
-       product adds: concurrency slots, artifacts, events), each unit cost (median) times how
+       product adds: the store lock, artifacts, events), each unit cost (median) times how
        often one promotion does it = a model of our extra work, shown next to the measured
        extra (median ours - median baseline);
    (d) an attribution of the mean extra (mean ours - mean baseline) to: the Prefect client's
@@ -146,14 +146,14 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import ObjectNotFound
 
 from flows.approval import poll_interval
-from flows.pipeline import limit_name, promote_pipeline
-from flows.setup import ensure_concurrency_limits
+from flows.pipeline import promote_pipeline
 from promotion import s3 as s3_module
 from promotion.config import load_pipeline
 from promotion.digest import Digest
 from promotion.evaluate import MAX_EVIDENCE_BYTES, GateContext, evaluate, pre_deploy_gates
 from promotion.gates import GateResult
 from promotion.local_s3 import LocalS3
+from promotion.lock import Holder, StoreLock
 from promotion.models import EnvState, EvidenceRef, Provenance, utcnow
 from promotion.plan import plan, previous_environment
 from promotion.report import stage_report
@@ -205,7 +205,8 @@ environments:
 
 #: How often one 3-stage promotion (no approval, no deploy target) does each pure part.
 #: Parent: load, record, state, table artifact. Each stage: load, record, state, its gates, state
-#: again under the lock, concurrency slot, ledger append, markdown artifact, event.
+#: again under the lock, store lock (S3 create + conditional delete), ledger append, markdown
+#: artifact, event.
 MODEL_COUNTS = {
     "config load (YAML + validation)": 4,
     "S3 client (new boto3 session)": 1,  # flows.pipeline keeps one store per pipeline file
@@ -213,7 +214,7 @@ MODEL_COUNTS = {
     "ledger state read": 7,
     "gates of one stage (S3 evidence fetch + evaluate)": 3,
     "ledger append (promoted)": 3,
-    "concurrency slot acquire + release": 3,
+    "store lock acquire + release": 3,
     "markdown/table artifact": 4,
     "emit_event": 3,
 }
@@ -755,7 +756,6 @@ def pure_parts(b: Bench, reps: int) -> dict[str, Any]:
 def _pure_once(b: Bench, i: int, sw: Stopwatch, plan_s: list[float]) -> float:
     """One fresh artifact through every pure part; returns the CPU-only gate time of all stages."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
-    from prefect.concurrency.sync import concurrency
     from prefect.events import emit_event
 
     config = b.config(OVERHEAD_PIPELINE, "pure")
@@ -818,8 +818,8 @@ def _pure_once(b: Bench, i: int, sw: Stopwatch, plan_s: list[float]) -> float:
                 idempotency_id=f"bench-{uuid.uuid4().hex}:promoted",
             )
         with (
-            sw("concurrency slot acquire + release"),
-            concurrency(limit_name(SERVICE, env_name), occupy=1, strict=True, timeout_seconds=60),
+            sw("store lock acquire + release"),
+            StoreLock(store.s3, SERVICE, env_name, Holder.here("bench", "bench"), timeout_s=60),
         ):
             pass
         report_md = stage_report(artifact, env_name, "promoted", results, [], [])
@@ -923,7 +923,6 @@ def bench_approvals(b: Bench, n: int, seed: int) -> dict[str, Any]:
     for i in range(n):
         config = b.config(APPROVAL_PIPELINE, "approval")
         store, digest = b.publish(config)
-        ensure_concurrency_limits(load_pipeline(config))
         t_start = time.perf_counter()
         ft = FlowThread(
             promote_pipeline, service=SERVICE, digest=str(digest), requested_by=REQUESTER, config=str(config)
@@ -1402,7 +1401,6 @@ def bench_database(
             b = Bench(server=s3, api_url=api_url, tmp=tmp, probe=probe)
             probe.install()
             try:
-                ensure_concurrency_limits(load_pipeline(b.config(OVERHEAD_PIPELINE, "setup")))
                 print(
                     f"{tag}1/2 orchestration overhead: {args.runs} runs each side (+ warm-up)...", flush=True
                 )

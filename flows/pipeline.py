@@ -15,7 +15,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
-from prefect.concurrency.sync import concurrency
 from prefect.exceptions import FlowPauseTimeout
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
@@ -43,6 +42,7 @@ from promotion.errors import (
 from promotion.evaluate import pre_deploy_gates
 from promotion.gates import GateResult
 from promotion.identity import current_actor
+from promotion.lock import Holder, StoreLock
 from promotion.models import ArtifactRecord, EnvState, LedgerRecord, utcnow
 from promotion.plan import plan, previous_environment, remaining_environments
 from promotion.report import approval_description, gate_table, stage_report
@@ -57,9 +57,15 @@ _logging.install()
 LOCK_TIMEOUT_S = 3600.0
 
 
-def limit_name(service: str, environment: str) -> str:
-    """The global concurrency limit that serializes promotions of one service into one environment."""
-    return f"promotion-{service}-{environment}"
+def stage_lock(store: ArtifactStore, service: str, environment: str) -> StoreLock:
+    """The lock that serializes moves of one service in one environment (see promotion/lock.py).
+
+    Held in the store, not in Prefect: it dies with its holder within a lease (15 s), and a
+    waiter logs which run, host and pid holds it.
+    """
+    holder = Holder.here(str(flow_run.id or "local"), str(flow_run.name or "local"))
+    logger = get_run_logger()
+    return StoreLock(store.s3, service, environment, holder, timeout_s=LOCK_TIMEOUT_S, log=logger.info)
 
 
 _STORES: dict[tuple[str, ...], tuple[Pipeline, ArtifactStore]] = {}
@@ -160,13 +166,15 @@ def promote_to_environment(
 
     # One promotion per (service, environment) at a time; the ledger's create-only writes are the
     # second line of defence.
-    with concurrency(limit_name(service, env.name), occupy=1, strict=True, timeout_seconds=LOCK_TIMEOUT_S):
+    with stage_lock(store, service, env.name) as lock:
         before = store.ledger.state(service).environments.get(env.name)
         if before is not None and before.digest == d:
             logger.info("%s reached %s meanwhile: nothing to do", d.short, env.name)
             return {"environment": env.name, "outcome": "already there"}
         actor = requested_by or current_actor()
+        lock.still_held()
         done = deploy(store, env.name, service, d, artifact.version, requested_by, f"{_run_id()}:{env.name}")
+        lock.still_held()  # a holder whose lease ran out during the deploy must not write the record
         approvals = [
             {"approver": x.approver, "decision": x.decision, "reason": x.reason, "counted": ok}
             for x, ok, _ in decisions
@@ -192,6 +200,7 @@ def promote_to_environment(
         broken = [r for r in verification if not r.passed]
         if broken:
             reasons = [f"{r.gate}: {'; '.join(r.reasons)}" for r in broken]
+            lock.still_held()
             restored = _restore(
                 store, artifact, env, before, actor, "verification failed: " + " | ".join(reasons)
             )

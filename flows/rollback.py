@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
-from flows.pipeline import LOCK_TIMEOUT_S, _load, limit_name
+from flows.pipeline import _load, stage_lock
 from promotion.digest import Digest
 from promotion.errors import VerificationFailed
 from promotion.history import rollback_target
@@ -45,11 +44,13 @@ def rollback(
     wanted = Digest(to_digest) if to_digest else None
     actor = requested_by or current_actor()
     run_id = str(flow_run.id or "local")
-    with concurrency(limit_name(service, env.name), occupy=1, strict=True, timeout_seconds=LOCK_TIMEOUT_S):
+    with stage_lock(store, service, env.name) as lock:
         current, target = rollback_target(store.ledger.records(service), env.name, wanted)
         store.record(service, target.digest)  # the artifact must still be published
         store.verify_full(target.digest)  # never restore bytes that no longer match their name
+        lock.still_held()
         done = deploy(store, env.name, service, target.digest, target.version, actor, f"{run_id}:rollback")
+        lock.still_held()  # a holder whose lease ran out during the deploy must not write the record
         why = reason or f"manual rollback by {actor}"
         store.ledger.append(
             service,

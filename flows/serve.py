@@ -13,6 +13,7 @@ from flows.pipeline import promote_pipeline
 from flows.rollback import rollback
 from flows.sweep import nightly_sweep
 from flows.sweep import schedule as sweep_schedule
+from promotion import heartbeats
 from promotion.config import Pipeline
 
 PIPELINE_DEPLOYMENT = "pipeline"
@@ -40,4 +41,7 @@ def serve_all(pipeline: Pipeline, config: Path, limit: int | None = None) -> Non
     """Block serving the deployments; Ctrl-C stops it."""
     from prefect import serve
 
+    # The runner starts each flow run in a child process, which inherits this: the runs send the
+    # heartbeats the crash-detection automation expects (promotion/heartbeats.py).
+    heartbeats.enable()
     serve(*runner_deployments(pipeline, config), limit=limit)

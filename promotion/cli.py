@@ -586,17 +586,22 @@ def rollback(
 @app.command()
 @talks_to_prefect
 def setup() -> None:
-    """Prepare a new installation: check the bucket, create the concurrency limits. Idempotent."""
+    """Prepare a new installation: check the bucket, the crash-detection automation. Idempotent."""
     pipeline = _pipeline()
     from promotion.s3 import S3
 
     S3(pipeline.store).check_bucket()
     out.print(f"ok bucket {pipeline.store.bucket} is reachable")
-    from flows.setup import ensure_concurrency_limits, register_blocks
+    from flows.setup import CRASH_AUTOMATION, ensure_crash_automation, register_blocks
 
-    names = ensure_concurrency_limits(pipeline)
+    automations = ensure_crash_automation()
     blocks = register_blocks()
-    out.print(f"ok {len(names)} concurrency limits (one promotion per service and environment at a time)")
+    from promotion.heartbeats import CRASH_AFTER_S
+
+    out.print(
+        f"ok automation {CRASH_AUTOMATION!r} ({len(automations)}): "
+        f"runs without a heartbeat for {CRASH_AFTER_S}s end Crashed"
+    )
     out.print(f"ok block types registered: {', '.join(blocks)}")
 
 
@@ -678,6 +683,11 @@ def webhook_serve(
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; map errors to one line on stderr and an exit code."""
+    from promotion import heartbeats
+
+    # Before any command imports Prefect (which reads its settings once): the flow runs this
+    # process runs or serves send heartbeats, so a killed one ends Crashed (see heartbeats.py).
+    heartbeats.enable()
     # Typer handles usage errors itself (exit 2, with the usage line); our errors come through.
     try:
         app(args=argv, prog_name="promote")

@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from promotion.config import SweepConfig, load_pipeline
+from promotion.heartbeats import HEARTBEAT_S
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,6 +24,8 @@ def test_prefect_yaml_entrypoints_resolve_to_the_flows() -> None:
         flow = getattr(module, attr)
         assert isinstance(flow, Flow)
         assert set(d["parameters"]) <= set(flow.parameters.properties)
+        # work-pool runs heartbeat as often as the crash-detection automation expects
+        assert d["work_pool"]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_S)
         found[f"{flow.name}/{d['name']}"] = d
     pipeline = load_pipeline(REPO / "promotion.yaml", apply_env=False)
     assert pipeline.webhooks.deployment in found  # what webhooks and the sweep start exists

@@ -40,15 +40,12 @@ environments:
 
 class World:
     def __init__(self, config: Path, env: EnvServer, secret: str, target_bucket: str) -> None:
-        from flows.setup import ensure_concurrency_limits
-
         self.config = config
         self.env = env
         self.secret = secret
         self.target_bucket = target_bucket
         self.pipeline = load_pipeline(config)
         self.store = ArtifactStore(self.pipeline)
-        ensure_concurrency_limits(self.pipeline)
 
     def publish(self, tmp: Path, version: str) -> Digest:
         f = tmp / f"{version}.bin"

@@ -1,9 +1,10 @@
-"""`promote setup`'s pieces: concurrency limits and block types, and credentials from a block."""
+"""`promote setup`'s pieces: the crash automation and block types, and credentials from a block."""
 
 from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -15,19 +16,23 @@ from promotion.store import ArtifactStore
 from tests.conftest import PIPELINE_TEMPLATE
 
 
-def test_limits_are_created_once_with_one_slot(prefect_api: str, config_file: Path) -> None:
+def test_crash_automation_is_created_once_and_repaired(prefect_api: str) -> None:
+    """No concurrency limits any more (the store lock replaced them): setup makes one automation."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
-    from flows.setup import ensure_concurrency_limits
+    from flows.setup import CRASH_AUTOMATION, WATCHED_FLOWS, crash_automation, ensure_crash_automation
 
-    pipeline = load_pipeline(config_file)
-    names = ensure_concurrency_limits(pipeline)
-    assert len(names) == len(pipeline.services) * len(pipeline.environments)
+    (first,) = ensure_crash_automation()
     with get_client(sync_client=True) as client:
-        client.update_global_concurrency_limit(names[0], GlobalConcurrencyLimitUpdate(limit=5))
-        assert ensure_concurrency_limits(pipeline) == names  # idempotent, and repairs drift
-        assert all(client.read_global_concurrency_limit_by_name(n).limit == 1 for n in names)
+        # Someone disabled it, and a second copy appeared (two setups racing): setup repairs both.
+        broken = crash_automation().model_copy(update={"enabled": False})
+        client.update_automation(first.id, broken)
+        client.create_automation(crash_automation())
+        assert len(client.read_automations_by_name(CRASH_AUTOMATION)) == 2
+    (again,) = ensure_crash_automation()
+    assert again.enabled
+    trigger: Any = again.trigger
+    assert trigger.match_related.get("prefect.resource.name") == WATCHED_FLOWS
 
 
 def test_store_credentials_from_a_block(
