@@ -31,6 +31,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_publish.py
 	$(BIN)/python bench/bench_flows.py --database both
 	$(BIN)/python bench/bench_webhook.py --database postgres
 	$(BIN)/python bench/bench_sweep.py
