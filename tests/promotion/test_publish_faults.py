@@ -74,6 +74,46 @@ def random_file(path: Path, size: int) -> Path:
     return path
 
 
+# -- the proxy's faults, one by one ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("action", ["slowdown", "reset", "delay", "drop_response", "status"])
+def test_each_fault_on_an_upload_part_is_retried_and_the_blob_is_intact(
+    action: str, tmp_path: Path, proxy: FaultProxy, proxied: Pipeline, store: ArtifactStore
+) -> None:
+    rule = proxy.add(Rule("PUT", r"/blobs/sha256/[0-9a-f]{64}\?.*partNumber=2", action, times=2, delay_s=0.3))
+    f = random_file(tmp_path / "big.bin", store_mod.MULTIPART_THRESHOLD + MiB)
+    result = ArtifactStore(proxied).publish(f, service="api", version="1", provenance=PROV)
+    tries = 1 if action == "delay" else 2  # a delayed request is answered: nothing to retry
+    assert rule.hits == tries and proxy.stats[action] == tries
+    assert store.verify_full(result.digest).ok
+    if action in ("slowdown", "status"):
+        assert sum(1 for m, p, st in proxy.log if m == "PUT" and "partNumber=2" in p and st == 503) == 2
+
+
+def test_hold_then_reset_fails_the_request_in_one_line(
+    tmp_path: Path, proxy: FaultProxy, proxied: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMOTION_S3_MAX_ATTEMPTS", "1")  # a setting, read when the client is made
+    rule = proxy.add(Rule("PUT", r"/blobs/", "hold", then="reset"))
+    outcome: list[PromotionError] = []
+
+    def run() -> None:
+        try:
+            ArtifactStore(proxied).publish(
+                random_file(tmp_path / "a", 10), service="api", version="1", provenance=PROV
+            )
+        except PromotionError as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    rule.wait_arrived(30)
+    rule.release()
+    t.join(60)
+    assert len(outcome) == 1 and outcome[0].exit_code == 1 and "\n" not in str(outcome[0]), outcome
+
+
 # -- a lost response -------------------------------------------------------------------------------
 
 
