@@ -296,3 +296,33 @@ def test_store_errors_while_acquiring_are_retried_and_a_lost_answer_is_recognise
         lock.still_held()
         lock.release()
     assert _body(S3(make_pipeline(s3_server.endpoint_url, s3_server.bucket, prefix).store)) is None
+
+
+def test_a_holder_whose_renewal_is_held_up_loses_the_lock_and_knows_it(
+    s3_server: LocalS3, prefix: str
+) -> None:
+    """The renewal request stalls in the network (a hold in the fault proxy) while a waiter takes
+    over: the holder knows before its next write, and once the renewal goes through it is refused."""
+    direct = S3(make_pipeline(s3_server.endpoint_url, s3_server.bucket, prefix).store)
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        slow = S3(make_pipeline(proxy.url, s3_server.bucket, prefix).store)
+        holder = _lock(slow, "stalled")
+        holder.acquire()
+        hold = Rule("PUT", r"/locks/api/prod\.json", "hold")
+        proxy.rules.append(hold)
+        hold.wait_arrived(LEASE * 3)  # the first renewal is stuck in the proxy
+        successor = _lock(direct, "successor")
+        successor.acquire()  # the object stayed unchanged for a lease: taken over
+        with pytest.raises(LockLost, match="not renewed for"):
+            holder.still_held()  # known before the holder writes anything more
+        hold.release()  # the stale renewal reaches the store now: If-Match refuses it
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and [s for m, p, s in proxy.log if m == "PUT"][-1:] != [412]:
+            time.sleep(0.05)  # polling the proxy's log for the refused renewal, with a deadline
+        assert [s for m, p, s in proxy.log if m == "PUT" and "locks" in p][-1] == 412
+        holder.release()
+    body = _body(direct)
+    assert body is not None and body.holder.run_name == "successor"
+    assert body.taken_over_from is not None and body.taken_over_from.run_name == "stalled"
+    successor.still_held()
+    successor.release()
