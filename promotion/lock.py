@@ -9,9 +9,12 @@ Why not Prefect's global concurrency limits (what this replaces)? Measured here 
 a slot taken by a process killed with ``kill -9`` stays taken for its lease (~300 s), and the next
 promotion waits in silence; on a SQLite Prefect server every ``increment-with-lease`` call was
 answered 503 ("database is locked") ~2.5 times per promotion, which cost ~5 s of client back-off.
-A shorter Prefect ``lease_duration`` would free a dead holder's slot sooner but would still say
-nothing about who holds it, and would still put a write on the busy Prefect database in every
-stage. The store is the source of truth for everything else the product decides, so the lock
+A shorter Prefect ``lease_duration`` would free a dead holder's slot sooner, but the server
+refuses leases under 60 s (``ge=60`` in ``prefect/server/api/concurrency_limits_v2.py``; not
+benchmarked further), it would still say nothing about who holds the slot, and it would still put
+writes on the busy Prefect database in every stage. Here a dead holder's lock is taken over ~15 s
+after its last renewal (measured in ``tests/promotion/test_lock.py`` with a 2 s lease: under 4 s
+after ``kill -9``). The store is the source of truth for everything else the product decides, so the lock
 lives there too, and one S3 request takes or renews it.
 
 The object ``{prefix}locks/{service}/{environment}.json`` holds who holds the lock (flow run id,
