@@ -91,6 +91,19 @@ def test_each_fault_on_an_upload_part_is_retried_and_the_blob_is_intact(
         assert sum(1 for m, p, st in proxy.log if m == "PUT" and "partNumber=2" in p and st == 503) == 2
 
 
+def test_a_lost_response_to_complete_multipart_upload_is_not_a_failure(
+    tmp_path: Path, proxy: FaultProxy, proxied: Pipeline, store: ArtifactStore
+) -> None:
+    # The upload is completed, its answer lost; botocore's retry finds the upload gone (or the
+    # key taken): the key holds our digest's bytes, so the publish goes on.
+    rule = proxy.add(Rule("POST", r"/blobs/sha256/[0-9a-f]{64}\?uploadId=", "drop_response"))
+    f = random_file(tmp_path / "big.bin", store_mod.MULTIPART_THRESHOLD + MiB)
+    result = ArtifactStore(proxied).publish(f, service="api", version="1", provenance=PROV)
+    assert rule.hits == 1 and not result.already_published and result.uploaded_bytes == f.stat().st_size
+    assert store.verify_full(result.digest).ok
+    assert store.verify_cheap(result.digest, result.record.s3_checksum).ok
+
+
 def test_hold_then_reset_fails_the_request_in_one_line(
     tmp_path: Path, proxy: FaultProxy, proxied: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
