@@ -339,8 +339,11 @@ class StageHeldBack(PromotionError):
         super().__init__(why)
 
 
-class LockTimeout(PromotionError):
-    """Another promotion of the same service and environment held the lock for too long."""
+class LockTimeout(InfrastructureError):
+    """Another promotion of the same service and environment held the lock for too long.
+
+    Not a verdict on the digest: nothing is recorded against it, and a re-run goes on.
+    """
 
     def __init__(self, name: str, waited_s: float, holder: str) -> None:
         self.name = name
@@ -351,8 +354,11 @@ class LockTimeout(PromotionError):
         )
 
 
-class LockLost(PromotionError):
-    """The lease of a held lock could not be renewed in time, or another holder took it over."""
+class LockLost(InfrastructureError):
+    """The lease of a held lock could not be renewed in time, or another holder took it over.
+
+    Not a verdict: the run stops before writing more; a re-run continues from the ledger.
+    """
 
     def __init__(self, name: str, why: str) -> None:
         self.name = name
