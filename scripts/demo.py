@@ -195,7 +195,7 @@ def main() -> int:
         wait_http(f"{api}/health", "the Prefect server", server, server_log)
         print(f"Prefect UI: http://127.0.0.1:{prefect_port}/", flush=True)
 
-        say("One-time setup: bucket check, concurrency limits, block types")
+        say("One-time setup: bucket check, crash-detection automation, block types")
         promote(env, "setup")
 
         say("Serving the deployments (pipeline, rollback, nightly sweep) and the CI webhook receiver")
