@@ -37,14 +37,16 @@ from promotion.errors import (
     GateFailed,
     InfrastructureError,
     PromotionError,
+    StageHeldBack,
     VerificationFailed,
 )
 from promotion.evaluate import pre_deploy_gates
 from promotion.gates import GateResult
 from promotion.identity import current_actor
 from promotion.lock import Holder, StoreLock
-from promotion.models import ArtifactRecord, EnvState, LedgerRecord, utcnow
-from promotion.plan import plan, previous_environment, remaining_environments
+from promotion.models import ArtifactRecord, EnvState, LedgerRecord, LedgerState, utcnow
+from promotion.plan import held_back, plan, previous_environment, previous_stay, remaining_environments
+from promotion.reach import DigestHistory, digest_history
 from promotion.report import approval_description, gate_table, stage_report
 from promotion.store import ArtifactStore
 from tasks import report
@@ -125,8 +127,12 @@ def promote_to_environment(
     environment: str,
     requested_by: str | None = None,
     config: str | None = None,
+    aimed_at: str | None = None,
 ) -> dict[str, Any]:
     """Gates, approval, deploy and verification for one environment.
+
+    ``aimed_at`` is the environment the pipeline run is aimed at: when it is further up, this
+    environment is not moved back from a newer build (checked again under the lock).
 
     Raises :class:`GateFailed`, :class:`ApprovalRejected` or :class:`VerificationFailed` (the
     subflow fails with that reason); a pause that times out fails it with ``FlowPauseTimeout``,
@@ -137,15 +143,17 @@ def promote_to_environment(
     d = Digest(digest)
     env = pipeline.environment(environment)
     artifact = store.record(service, d)
-    state = store.ledger.state(service)
-    current = state.environments.get(env.name)
+    tip = store.ledger.tip(service)
+    current = tip.state.environments.get(env.name)
     if current is not None and current.digest == d:
         logger.info("%s already runs %s (since %s): nothing to do", env.name, d.short, current.since)
         return {"environment": env.name, "outcome": "already there"}
+    history = digest_history(store.ledger, service, d, tip)
+    _refuse_moving_back(tip.state, history, env.name, aimed_at)
 
     prev_name = previous_environment(pipeline, env.name)
-    previous = state.environments.get(prev_name) if prev_name else None
-    results = _run_gates(store, artifact, env, prev_name, previous)
+    previous, until = previous_stay(history, prev_name)
+    results = _run_gates(store, artifact, env, prev_name, previous, until)
     failed = [r for r in results if not r.passed]
     if failed:
         reasons = [f"{r.gate}: {'; '.join(r.reasons)}" for r in failed]
@@ -167,10 +175,16 @@ def promote_to_environment(
     # One promotion per (service, environment) at a time; the ledger's create-only writes are the
     # second line of defence.
     with stage_lock(store, service, env.name) as lock:
-        before = store.ledger.state(service).environments.get(env.name)
+        locked_tip = store.ledger.tip(service)
+        before = locked_tip.state.environments.get(env.name)
         if before is not None and before.digest == d:
             logger.info("%s reached %s meanwhile: nothing to do", d.short, env.name)
             return {"environment": env.name, "outcome": "already there"}
+        if before != current:
+            # Someone promoted here while this run evaluated or waited: judge the newcomer again.
+            _refuse_moving_back(
+                locked_tip.state, digest_history(store.ledger, service, d, locked_tip), env.name, aimed_at
+            )
         actor = requested_by or current_actor()
         lock.still_held()
         done = deploy(store, env.name, service, d, artifact.version, requested_by, f"{_run_id()}:{env.name}")
@@ -232,17 +246,26 @@ def _promoted_reason(decisions: list[tuple[Decision, bool, str]]) -> str:
     return "gates passed" + (f", approved by {', '.join(approvers)}" if approvers else "")
 
 
+def _refuse_moving_back(
+    state: LedgerState, history: DigestHistory, environment: str, aimed_at: str | None
+) -> None:
+    why = held_back(state, history, environment, aimed_at or environment)
+    if why:
+        raise StageHeldBack(environment, why)
+
+
 def _run_gates(
     store: ArtifactStore,
     artifact: ArtifactRecord,
     env: Environment,
     prev_name: str | None,
     previous: EnvState | None,
+    previous_until: dt.datetime | None = None,
 ) -> list[GateResult]:
     logger = get_run_logger()
     now = utcnow()
     futures = [
-        evaluate_gate.submit(gate, store, artifact, env.name, prev_name, previous, now)
+        evaluate_gate.submit(gate, store, artifact, env.name, prev_name, previous, now, previous_until)
         for gate in pre_deploy_gates(env)
     ]
     results = [f.result() for f in futures]
@@ -411,15 +434,20 @@ def promote_pipeline(
         if to is not None:
             pipeline.environment(to)
         artifact = store.record(service, d)  # a digest never published is refused before anything runs
-        flagged = store.ledger.state(service).flagged.get(str(d))
+        tip = store.ledger.tip(service)
+        flagged = tip.state.flagged.get(str(d))
         if flagged is not None:
             raise DigestFlagged(str(d), service, flagged)
+        history = digest_history(store.ledger, service, d, tip)
+        p = plan(store, service, d, to=to, artifact=artifact) if dry_run else None
     except PromotionError as exc:
         logger.error("%s: %s", type(exc).__name__, exc)
+        if isinstance(exc, InfrastructureError):
+            why = f"{type(exc).__name__}: {exc} {ERRORED_NOTE}"
+            return Failed(message=f"errored before the first stage: {why}")
         return Failed(message=f"{type(exc).__name__}: {exc}")
 
-    if dry_run:
-        p = plan(store, service, d, to=to, artifact=artifact)
+    if p is not None:
         lines = [f"# Plan: {service} {d.short} (version {artifact.version or 'n/a'})", ""]
         for s in p.stages:
             when = f" (earliest {s.earliest:%Y-%m-%d %H:%M}Z)" if s.earliest else ""
@@ -433,7 +461,7 @@ def promote_pipeline(
         logger.info("plan: %s", p.summary())
         return Completed(message=f"plan: {p.summary()}", data=p.as_dict())
 
-    reached, stages = remaining_environments(pipeline, store.ledger.state(service), d, to)
+    reached, stages = remaining_environments(pipeline, history, to)
     if not stages:
         message = f"{d.short} is already in {reached}: nothing to promote"
         logger.info(message)
@@ -448,6 +476,7 @@ def promote_pipeline(
             environment=env.name,
             requested_by=requested_by,
             config=config,
+            aimed_at=stages[-1].name,
             return_state=True,
         )
         if not state.is_completed():

@@ -64,6 +64,7 @@ class Run:
     """A flow run in a background thread, as a worker would run it."""
 
     def __init__(self, fn: Callable[..., Any], **kwargs: Any) -> None:
+        self.kwargs = kwargs
         self.state: Any = None
         self.error: BaseException | None = None
 
