@@ -13,8 +13,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -38,6 +36,7 @@ from promotion.errors import (
 )
 
 if TYPE_CHECKING:
+    import boto3
     from mypy_boto3_s3 import S3Client
 
 T = TypeVar("T")
@@ -75,7 +74,12 @@ def make_client(cfg: StoreConfig, *, max_attempts: int | None = None, pool: int 
 
     Credentials come from the Prefect ``AwsCredentials`` block named in the config, or else from
     the standard AWS chain (environment, profile, instance role).
+
+    boto3 and ``botocore.config`` are imported here, not with this module: together ~0.2 s, which
+    ``promote publish`` spends on a thread while it hashes the file (see :meth:`S3.warm_up`).
     """
+    from botocore.config import Config
+
     if max_attempts is None:
         max_attempts = int(os.environ.get("PROMOTION_S3_MAX_ATTEMPTS", "5"))
     config = Config(
@@ -110,6 +114,7 @@ def _session(**kwargs: Any) -> boto3.session.Session:
     Every session otherwise re-reads and parses botocore's JSON service models: ~0.5 s each.
     """
     global _LOADER
+    import boto3
     import botocore.loaders
     import botocore.session
 
@@ -167,8 +172,35 @@ class S3:
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.prefix = cfg.prefix
-        self.client: S3Client = client or make_client(cfg)
+        self._client: S3Client | None = client
+        self._client_lock = threading.Lock()
         self.endpoint = str(cfg.endpoint_url) if cfg.endpoint_url else f"s3.{cfg.region}.amazonaws.com"
+
+    @property
+    def client(self) -> S3Client:
+        """The boto3 client, made on first use (once, whichever thread gets here first)."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = make_client(self.cfg)
+        return self._client
+
+    @client.setter
+    def client(self, value: S3Client) -> None:
+        self._client = value
+
+    def warm_up(self) -> None:
+        """Make the client on a background thread now, so that a caller with other work to do
+        first (hashing a file) does not wait for it later. An error is not raised here: the
+        first real use makes the client again and raises it."""
+
+        def make() -> None:
+            try:
+                self.client  # noqa: B018 - the property makes the client
+            except Exception:  # noqa: BLE001, S110 - raised again by the first real use
+                pass
+
+        threading.Thread(target=make, name="s3-client-warm-up", daemon=True).start()
 
     def key(self, *parts: str) -> str:
         return self.prefix + "/".join(parts)

@@ -374,6 +374,8 @@ class ArtifactStore:
         svc = self.pipeline.service(service)
         if not path.is_file():
             raise EvidenceError(f"no such file: {path}")
+        # The client (boto3's imports and set-up) is made while the first read hashes the file.
+        self.s3.warm_up()
         blob, uploaded = self.put_blob(path, progress)
         refs: list[EvidenceRef] = []
         for kind, ev_path in evidence:
