@@ -61,4 +61,5 @@ def test_store_credentials_from_a_block(
     missing = cfg.read_text().replace(name, "nope")
     cfg.write_text(missing)
     with pytest.raises(ConfigError, match="no promotion-s3-credentials block named 'nope'"):
-        ArtifactStore(load_pipeline(cfg))
+        # the S3 client (and so the block lookup) is made on first use since 6af10ee
+        ArtifactStore(load_pipeline(cfg)).s3.check_bucket()
