@@ -38,9 +38,7 @@ def remaining_environments(
     return furthest, pipeline.environments[start : stop + 1]
 
 
-def held_back(
-    state: LedgerState, history: DigestHistory, environment: str, aimed_at: str
-) -> str | None:
+def held_back(state: LedgerState, history: DigestHistory, environment: str, aimed_at: str) -> str | None:
     """Why a promotion aimed at ``aimed_at`` must not pass through ``environment`` now, or None.
 
     A lower environment that runs a newer build is never moved back by a promotion aimed further
