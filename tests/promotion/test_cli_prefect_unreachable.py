@@ -9,21 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
 from promotion.local_s3 import LocalS3
+from tests.prefect_auth import AUTH, auth_prefect_server
 
 DIGEST = "sha256:" + "ab" * 32
 RUN_ID = str(uuid.UUID(int=7))
@@ -40,13 +38,6 @@ PREFECT_COMMANDS: list[list[str]] = [
     ["serve"],
     ["webhook", "serve", "--port", "0"],
 ]
-AUTH = "admin:s3cret-pass"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -115,46 +106,8 @@ def test_nothing_listening_every_prefect_command_one_line(cli_config: Path) -> N
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Prefect server of its own (SQLite in tmp) that requires ``AUTH``; yields its API URL."""
-    home = tmp_path_factory.mktemp("prefect-auth")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-        "PREFECT_SERVER_API_AUTH_STRING": AUTH,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-    }
-    env.pop("PREFECT_API_URL", None)
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        deadline = time.monotonic() + 180
-        user, _, password = AUTH.partition(":")
-        while True:
-            assert proc.poll() is None, (home / "server.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/admin/version", auth=(user, password), timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the Prefect server with basic auth did not start"
-            time.sleep(0.5)  # polling the server for readiness, with a deadline
+    with auth_prefect_server(tmp_path_factory.mktemp("prefect-auth")) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 @pytest.mark.parametrize("credential", [None, "admin:wrong"], ids=["missing", "wrong"])
