@@ -33,6 +33,7 @@ from promotion.config import (
 from promotion.digest import Digest
 from promotion.errors import (
     ApprovalRejected,
+    ApprovalSuperseded,
     DigestFlagged,
     GateFailed,
     InfrastructureError,
@@ -170,6 +171,9 @@ def promote_to_environment(
 
     decisions: list[tuple[Decision, bool, str]] = []
     if env.approval is not None:
+        outdated = _outdated(env, history, current)
+        if outdated is not None:
+            raise outdated  # nobody is asked to approve what would not be deployed
         _await_approval(store, artifact, env, current, requested_by, results, decisions)
 
     # One promotion per (service, environment) at a time; the ledger's create-only writes are the
@@ -182,9 +186,16 @@ def promote_to_environment(
             return {"environment": env.name, "outcome": "already there"}
         if before != current:
             # Someone promoted here while this run evaluated or waited: judge the newcomer again.
-            _refuse_moving_back(
-                locked_tip.state, digest_history(store.ledger, service, d, locked_tip), env.name, aimed_at
-            )
+            locked_history = digest_history(store.ledger, service, d, locked_tip)
+            _refuse_moving_back(locked_tip.state, locked_history, env.name, aimed_at)
+            outdated = _outdated(env, locked_history, before)
+            if outdated is not None:
+                # Approved, but a newer build got here first: close the request, deploy nothing.
+                _reject(
+                    store, artifact, env, requested_by, results, decisions, str(outdated),
+                    idempotency="superseded",
+                )  # fmt: skip
+                raise outdated
         actor = requested_by or current_actor()
         lock.still_held()
         done = deploy(store, env.name, service, d, artifact.version, requested_by, f"{_run_id()}:{env.name}")
@@ -244,6 +255,17 @@ def promote_to_environment(
 def _promoted_reason(decisions: list[tuple[Decision, bool, str]]) -> str:
     approvers = [d.approver for d, counted, _ in decisions if counted and d.decision == "approve"]
     return "gates passed" + (f", approved by {', '.join(approvers)}" if approvers else "")
+
+
+def _outdated(
+    env: Environment, history: DigestHistory, current: EnvState | None
+) -> ApprovalSuperseded | None:
+    """The refusal when ``env`` runs a build newer than the digest (``approval.on_outdated: refuse``)."""
+    if env.approval is None or env.approval.on_outdated == "allow" or current is None:
+        return None
+    if current.digest == history.digest or not history.is_newer(current.digest):
+        return None
+    return ApprovalSuperseded(env.name, history.digest.short, current.digest.short, current.version)
 
 
 def _refuse_moving_back(

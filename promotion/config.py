@@ -276,6 +276,13 @@ class ApprovalPolicy(Strict):
         default=False, description="let the commit author or the requester approve"
     )
     timeout: Duration = Field(default=dt.timedelta(hours=24))
+    on_outdated: Literal["refuse", "allow"] = Field(
+        default="refuse",
+        description=(
+            "when the environment runs a newer build than the one waiting (another promotion got "
+            "there first): refuse closes the request as superseded instead of deploying; allow deploys"
+        ),
+    )
 
     @model_validator(mode="after")
     def _n_of_m(self) -> ApprovalPolicy:

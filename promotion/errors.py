@@ -339,6 +339,19 @@ class StageHeldBack(PromotionError):
         super().__init__(why)
 
 
+class ApprovalSuperseded(PromotionError):
+    """The environment runs a newer build than the one waiting for approval: it is not deployed."""
+
+    def __init__(self, environment: str, digest: str, newer: str, newer_version: str | None) -> None:
+        self.environment = environment
+        self.newer = newer
+        super().__init__(
+            f"superseded: {environment} now runs {newer} (version {newer_version or 'n/a'}), published "
+            f"after {digest}; this approval is closed without deploying (approval.on_outdated: refuse). "
+            "Promote the newer build on, or set on_outdated: allow to move back deliberately"
+        )
+
+
 class LockTimeout(InfrastructureError):
     """Another promotion of the same service and environment held the lock for too long.
 
