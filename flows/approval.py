@@ -7,9 +7,9 @@ and ``promote reject`` send the same input through Prefect's API.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
-import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -19,7 +19,6 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from promotion.approval import Decision, Tally, Verdict
-from promotion.config import ApprovalPolicy
 
 
 class ApprovalForm(RunInput):
@@ -45,26 +44,28 @@ def poll_interval() -> int:
 
 
 def wait_for_approvals(
-    policy: ApprovalPolicy,
+    deadline: dt.datetime,
     *,
-    commit_author: str | None,
-    requested_by: str | None,
+    read_tally: Callable[[], tuple[Tally, int]],
     describe: Callable[[Tally], str],
-    on_decision: Callable[[Decision, Verdict, Tally], None],
+    record: Callable[[Decision, int], Verdict],
 ) -> Tally:
     """Pause until the policy is met or someone allowed rejects; raise FlowPauseTimeout at the deadline.
 
-    Each answer is judged and passed to ``on_decision`` (which records it) before waiting again, so
-    a refused answer (someone not allowed, self-approval) keeps the run waiting for a valid one.
+    The tally comes from ``read_tally`` (the request's decisions in the ledger, and the last seq
+    read), before each pause and after each answer: decisions given before this run (a crash, a
+    re-run, ``promote approve`` to a run that was gone) count, and one approver counts once.
+    Each answer goes to ``record``, which judges it against the ledger's tally and records it
+    (unless ``promote approve`` recorded it already, after the seq it is given) and returns the
+    verdict; a refused answer keeps the run waiting for a valid one.
     """
     logger = get_run_logger()
-    tally = Tally(policy=policy, commit_author=commit_author, requested_by=requested_by)
-    deadline = time.monotonic() + policy.timeout.total_seconds()
+    tally, seen = read_tally()
     round_ = 0
     while tally.outcome is None:
-        remaining = deadline - time.monotonic()
+        remaining = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
         if remaining <= 0:
-            raise FlowPauseTimeout(f"no decision within {policy.timeout}")
+            raise FlowPauseTimeout(f"no decision by {deadline:%Y-%m-%d %H:%M:%S}Z")
         round_ += 1
         form = ApprovalForm.with_initial_data(description=describe(tally))
         answer = pause_flow_run(
@@ -74,12 +75,12 @@ def wait_for_approvals(
             key=f"approval-{round_}",
         )
         decision = Decision(decision=answer.decision, approver=answer.approver.strip(), reason=answer.reason)
-        verdict = tally.add(decision)
+        verdict = record(decision, seen)
         if verdict.accepted:
             logger.info("%s by %s accepted", decision.decision, decision.approver)
         else:
             logger.warning("%s by %s refused: %s", decision.decision, decision.approver, verdict.why)
-        on_decision(decision, verdict, tally)
+        tally, seen = read_tally()
     return tally
 
 

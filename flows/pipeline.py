@@ -49,6 +49,7 @@ from promotion.models import ArtifactRecord, EnvState, LedgerRecord, LedgerState
 from promotion.plan import held_back, plan, previous_environment, previous_stay, remaining_environments
 from promotion.reach import DigestHistory, digest_history
 from promotion.report import approval_description, gate_table, stage_report
+from promotion.requests import ApprovalRequest, answer_details, find_request, request_details
 from promotion.store import ArtifactStore
 from tasks import report
 from tasks.deploy import deploy, verify_live
@@ -307,22 +308,46 @@ def _await_approval(
     results: list[GateResult],
     decisions: list[tuple[Decision, bool, str]],
 ) -> Tally:
+    """Open (or continue) the approval request in the ledger and wait until it is decided.
+
+    The tally is the ledger's (see promotion/requests.py), re-read before each pause and after
+    each answer: this process holds no decision of its own. ``decisions`` is filled with every
+    answer on the request, judged, for the reports.
+    """
     assert env.approval is not None
+    policy = env.approval
+    request = _open_request(store, artifact, env, requested_by)
     report.event(
         "approval.requested",
         service=artifact.service,
         environment=env.name,
         digest=artifact.digest,
         payload={
-            "approvers": env.approval.approvers,
-            "min_approvals": env.approval.min_approvals,
+            "approvers": policy.approvers,
+            "min_approvals": policy.min_approvals,
             "flow_run_id": _run_id(),
-            "timeout_s": env.approval.timeout.total_seconds(),
+            "timeout_s": policy.timeout.total_seconds(),
+            "deadline": request.deadline.isoformat(),
+            "request_seq": request.opened.seq,
+            "continued": request.latest.seq != request.opened.seq,
         },
     )
 
-    def on_decision(decision: Decision, verdict: Verdict, tally: Tally) -> None:
-        decisions.append((decision, verdict.accepted, verdict.why))
+    def read_tally() -> tuple[Tally, int]:
+        nonlocal request
+        # Closed meanwhile (another run of this digest ended the stage): keep the last one read;
+        # the lock block below sees that the environment moved.
+        request = find_request(store.ledger, artifact.service, env.name, artifact.digest) or request
+        decisions[:] = request.decisions(policy)
+        return request.tally(policy), request.read_to
+
+    def record(decision: Decision, seen: int) -> Verdict:
+        read_tally()
+        for a in request.answers:
+            # `promote approve`/`reject` records the decision before resuming this run.
+            if a.seq > seen and a.source == "cli" and a.decision == decision:
+                return Verdict(a.counted, a.why)
+        verdict = request.tally(policy).judge(decision)
         store.ledger.append(
             artifact.service,
             "approval",
@@ -331,16 +356,16 @@ def _await_approval(
             environment=env.name,
             version=artifact.version,
             reason=decision.reason,
-            details={"decision": decision.decision, "counted": verdict.accepted, "why": verdict.why},
-            idempotency_id=f"{_run_id()}:approval:{len(decisions)}",
+            details=answer_details(decision, verdict, "run", _run_id()),
+            idempotency_id=f"{_run_id()}:approval:{seen}",
         )
+        return verdict
 
     tally = wait_for_approvals(
-        env.approval,
-        commit_author=artifact.provenance.commit_author,
-        requested_by=requested_by,
+        request.deadline,
+        read_tally=read_tally,
         describe=lambda t: approval_description(artifact, env, current, results, t, decisions),
-        on_decision=on_decision,
+        record=record,
     )
     if tally.outcome == "rejected":
         assert tally.rejected_by is not None
@@ -351,6 +376,46 @@ def _await_approval(
         )
         raise ApprovalRejected(env.name, by.approver, reason)
     return tally
+
+
+def _open_request(
+    store: ArtifactStore, artifact: ArtifactRecord, env: Environment, requested_by: str | None
+) -> ApprovalRequest:
+    """The request for this digest in this environment: continued when open, else opened now.
+
+    Either way an ``approval_requested`` record names this run as the one that waits (what
+    ``promote pending`` links to); continuing keeps the first request's deadline and decisions.
+    """
+    assert env.approval is not None
+    policy = env.approval
+    found = find_request(store.ledger, artifact.service, env.name, artifact.digest)
+    deadline = found.deadline if found else utcnow() + policy.timeout
+    approvers = f"{policy.min_approvals} of {', '.join(policy.approvers)}"
+    store.ledger.append(
+        artifact.service,
+        "approval_requested",
+        artifact.digest,
+        actor=requested_by or current_actor(),
+        environment=env.name,
+        version=artifact.version,
+        reason=(
+            f"continues the request of record {found.opened.seq} (needs {approvers})"
+            if found
+            else f"needs {approvers} by {deadline:%Y-%m-%d %H:%M}Z"
+        ),
+        details=request_details(
+            policy=policy,
+            deadline=deadline,
+            flow_run_id=_run_id(),
+            requested_by=found.requested_by if found else requested_by,
+            commit_author=artifact.provenance.commit_author,
+            continues=found.opened.seq if found else None,
+        ),
+        idempotency_id=f"{_run_id()}:approval_requested",
+    )
+    opened = find_request(store.ledger, artifact.service, env.name, artifact.digest)
+    assert opened is not None  # just appended; a concurrent run's request may be the one opened
+    return opened
 
 
 def _reject(

@@ -76,8 +76,12 @@ class ArtifactRecord(Record):
         }
 
 
-LedgerEvent = Literal["published", "promoted", "rejected", "approval", "rolled_back", "flagged"]
-LEDGER_EVENTS: tuple[str, ...] = ("published", "promoted", "rejected", "approval", "rolled_back", "flagged")
+LedgerEvent = Literal[
+    "published", "promoted", "rejected", "approval_requested", "approval", "rolled_back", "flagged"
+]
+LEDGER_EVENTS: tuple[str, ...] = (
+    "published", "promoted", "rejected", "approval_requested", "approval", "rolled_back", "flagged"
+)  # fmt: skip
 
 
 class EnvState(Record):
@@ -96,6 +100,10 @@ class LedgerState(Record):
     #: Digests that failed a later re-check (corrupted blob, expired evidence): never promoted
     #: again. Digest -> reason.
     flagged: dict[str, str] = Field(default_factory=dict)
+    #: Open approval requests: ``"<environment> <digest>"`` -> seq of the ``approval_requested``
+    #: record that opened it. Kept in the state so that ``promote pending`` and a re-run find
+    #: them from the tip, reading back only as far as the oldest one (see promotion/requests.py).
+    approval_requests: dict[str, int] = Field(default_factory=dict)
 
 
 class LedgerRecord(Record):
@@ -119,8 +127,14 @@ class LedgerRecord(Record):
     state: LedgerState
 
 
+def request_key(environment: str, digest: Digest | str) -> str:
+    """The key of an approval request in :attr:`LedgerState.approval_requests`."""
+    return f"{environment} {digest}"
+
+
 def apply_event(state: LedgerState, rec: LedgerRecord) -> LedgerState:
     """The state that follows ``state`` once ``rec`` happened. Pure."""
+    state = _apply_requests(state, rec)
     entry = EnvState(digest=rec.digest, version=rec.version, since=rec.at, by=rec.actor, seq=rec.seq)
     if rec.event == "published":
         return state.model_copy(update={"latest_published": entry})
@@ -132,4 +146,22 @@ def apply_event(state: LedgerState, rec: LedgerRecord) -> LedgerState:
         envs = dict(state.environments)
         envs[rec.environment] = entry
         return state.model_copy(update={"environments": envs})
+    return state
+
+
+def _apply_requests(state: LedgerState, rec: LedgerRecord) -> LedgerState:
+    """Open a request on its first ``approval_requested``; close it when the digest's stage ends.
+
+    A later ``approval_requested`` for an open request (a re-run continuing it) changes nothing:
+    the request stays the one opened first, with its decisions. ``promoted``, ``rejected`` and
+    ``rolled_back`` of that digest in that environment close it.
+    """
+    if rec.environment is None:
+        return state
+    key = request_key(rec.environment, rec.digest)
+    if rec.event == "approval_requested" and key not in state.approval_requests:
+        return state.model_copy(update={"approval_requests": {**state.approval_requests, key: rec.seq}})
+    if rec.event in ("promoted", "rejected", "rolled_back") and key in state.approval_requests:
+        remaining = {k: v for k, v in state.approval_requests.items() if k != key}
+        return state.model_copy(update={"approval_requests": remaining})
     return state

@@ -42,6 +42,7 @@ def test_three_stages_end_to_end_with_approval(make_setup: Callable[..., Setup],
         ("published", None),
         ("promoted", "dev"),
         ("promoted", "staging"),
+        ("approval_requested", "prod"),
         ("approval", "prod"),
         ("promoted", "prod"),
     ]

@@ -41,7 +41,7 @@ def test_demo_runs_end_to_end_and_cleans_up() -> None:
     assert f"pipeline run: Completed: promoted {digest.group(1)[:19]} to prod" in out
     for env in ("dev", "staging", "prod"):
         assert re.search(rf"hello\s+│\s+{env}\s+│\s+{digest.group(1)}", out), env
-    assert re.search(r"ok\s+hello: 5 records", out)  # published, promoted x3, one approval
+    assert re.search(r"ok\s+hello: 6 records", out)  # published, promoted x3, approval_requested, approval
     ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", out)]
     assert ports and all(_closed(p) for p in set(ports))
 
