@@ -271,6 +271,9 @@ def test_a_resume_without_the_credential_is_refused(product: Product, tmp_path: 
             )
             assert refused.status_code == 401, refused.text
         assert product.state(stage) == "PAUSED"
+        # Nor can anyone without it forge the events that automations act on, nor read the run.
+        assert httpx.post(f"{product.api}/events", json=[], timeout=10).status_code == 401
+        assert httpx.get(f"{product.api}/flow_runs/{stage}", timeout=10).status_code == 401
         assert run.poll() is None
 
         ok = product.promote("approve", stage, "--as", "alice", "--reason", "with the credential")
