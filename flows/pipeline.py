@@ -323,6 +323,7 @@ def _await_approval(
         environment=env.name,
         digest=artifact.digest,
         payload={
+            **report.approval_payload(artifact, env.name, current, _run_id()),
             "approvers": policy.approvers,
             "min_approvals": policy.min_approvals,
             "flow_run_id": _run_id(),
@@ -346,7 +347,9 @@ def _await_approval(
         for a in request.answers:
             # `promote approve`/`reject` records the decision before resuming this run.
             if a.seq > seen and a.source == "cli" and a.decision == decision:
-                return Verdict(a.counted, a.why)
+                verdict = Verdict(a.counted, a.why)
+                _announce_decision(artifact, env, current, decision, verdict, request.tally(policy))
+                return verdict
         verdict = request.tally(policy).judge(decision)
         store.ledger.append(
             artifact.service,
@@ -359,6 +362,9 @@ def _await_approval(
             details=answer_details(decision, verdict, "run", _run_id()),
             idempotency_id=f"{_run_id()}:approval:{seen}",
         )
+        after = request.tally(policy)
+        after.add(decision)
+        _announce_decision(artifact, env, current, decision, verdict, after)
         return verdict
 
     tally = wait_for_approvals(
@@ -376,6 +382,31 @@ def _await_approval(
         )
         raise ApprovalRejected(env.name, by.approver, reason)
     return tally
+
+
+def _announce_decision(
+    artifact: ArtifactRecord,
+    env: Environment,
+    current: EnvState | None,
+    decision: Decision,
+    verdict: Verdict,
+    tally: Tally,
+) -> None:
+    """``promotion.approval.decided``, which promote setup's automation turns into a message to the
+    approvers (counted, refused and why, approved, rejected). ``tally`` includes the decision.
+
+    Emitted after the answer is in the ledger: a notification never announces an unrecorded one.
+    """
+    report.event(
+        "approval.decided",
+        service=artifact.service,
+        environment=env.name,
+        digest=artifact.digest,
+        payload={
+            **report.approval_payload(artifact, env.name, current, _run_id()),
+            **report.decision_payload(decision, verdict, tally),
+        },
+    )
 
 
 def _open_request(
@@ -626,6 +657,23 @@ def _stage_failure(
         timeout = format_duration(env.approval.timeout) if env.approval else "?"
         reason = f"approval timed out after {timeout}: no valid decision"
         _reject(store, artifact, env, requested_by, [], [], reason, idempotency=f"timeout:{env.name}")
+        stage_run = state.state_details.flow_run_id  # the stage run that waited, for its UI link
+        report.event(
+            "approval.timed_out",
+            service=artifact.service,
+            environment=env.name,
+            digest=artifact.digest,
+            payload={
+                **report.approval_payload(
+                    artifact,
+                    env.name,
+                    store.ledger.state(artifact.service).environments.get(env.name),
+                    str(stage_run) if stage_run else None,
+                    deploys=False,
+                ),
+                "reason": reason,
+            },
+        )
         return reason
     if isinstance(exc, PromotionError):
         return f"{type(exc).__name__}: {exc}"

@@ -603,6 +603,17 @@ def setup() -> None:
         f"runs without a heartbeat for {CRASH_AFTER_S}s end Crashed"
     )
     out.print(f"ok block types registered: {', '.join(blocks)}")
+    from flows.setup import ensure_notification_automations
+    from promotion.config import config_path
+
+    notify = pipeline.notifications.approvals
+    # Names the block, never its URL: a webhook URL is a credential.
+    notified = ensure_notification_automations(pipeline, str(config_path(state.config)))
+    if notify is None:
+        out.print("ok approval notifications: none configured (notifications.approvals)")
+    else:
+        kinds = ", ".join(notify.events)
+        out.print(f"ok approval notifications through {notify.block} ({len(notified)} automations: {kinds})")
 
 
 @app.command()

@@ -412,6 +412,68 @@ class WebhooksConfig(Strict):
     )
 
 
+#: Prefect notification blocks an approval notification can go through, by block type slug:
+#: ``SlackWebhook``, ``MicrosoftTeamsWebhook`` and ``CustomWebhookNotificationBlock``
+#: (``prefect.blocks.notifications``; Prefect registers their types itself).
+NOTIFICATION_BLOCK_TYPES = ("slack-webhook", "ms-teams-webhook", "custom-webhook")
+ApprovalEvent = Literal["requested", "decided", "timed_out"]
+_BLOCK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # what Prefect accepts as a block name
+
+
+def _all_approval_events() -> list[ApprovalEvent]:
+    return ["requested", "decided", "timed_out"]
+
+
+class ApprovalNotifications(Strict):
+    """Who is told about approvals: ``promote setup`` creates one Prefect automation per event."""
+
+    block: str = Field(
+        description="the Prefect notification block, as 'TYPE/NAME' (e.g. 'slack-webhook/approvers'); "
+        f"TYPE is one of {', '.join(NOTIFICATION_BLOCK_TYPES)}"
+    )
+    events: list[ApprovalEvent] = Field(
+        default_factory=_all_approval_events,
+        min_length=1,
+        description="when to notify: requested (a stage waits), decided (each answer: counted, "
+        "refused with why, approved, rejected), timed_out",
+    )
+
+    @field_validator("block")
+    @classmethod
+    def _type_and_name(cls, v: str) -> str:
+        kind, sep, name = v.partition("/")
+        if not sep or not name:
+            raise ValueError(f"expected 'TYPE/NAME' with TYPE one of {', '.join(NOTIFICATION_BLOCK_TYPES)}")
+        if kind not in NOTIFICATION_BLOCK_TYPES:
+            raise ValueError(
+                f"unknown notification block type {kind!r}; allowed: {', '.join(NOTIFICATION_BLOCK_TYPES)}"
+            )
+        if not _BLOCK_NAME_RE.match(name):
+            raise ValueError(f"block name {name!r}: lowercase letters, digits and '-' only (Prefect's rule)")
+        return v
+
+    @field_validator("events")
+    @classmethod
+    def _no_repeat(cls, v: list[ApprovalEvent]) -> list[ApprovalEvent]:
+        if len(set(v)) != len(v):
+            raise ValueError("events must not repeat")
+        return v
+
+    @property
+    def block_type(self) -> str:
+        return self.block.partition("/")[0]
+
+    @property
+    def block_name(self) -> str:
+        return self.block.partition("/")[2]
+
+
+class NotificationsConfig(Strict):
+    approvals: ApprovalNotifications | None = Field(
+        default=None, description="notify when an approval is requested, decided or timed out"
+    )
+
+
 class Pipeline(Strict):
     version: Literal[1] = 1
     store: StoreConfig
@@ -419,6 +481,7 @@ class Pipeline(Strict):
     environments: list[Environment] = Field(min_length=1)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
 
     @field_validator("services", "environments")
     @classmethod

@@ -8,7 +8,9 @@ from typing import Any
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
+from promotion.approval import Decision, Tally, Verdict
 from promotion.digest import Digest
+from promotion.models import ArtifactRecord, EnvState
 
 
 def artifact_key(*parts: str) -> str:
@@ -52,3 +54,85 @@ def event(
             }
         )
     emit_event(event=f"promotion.{name}", resource=resource, related=related, payload=payload or {})
+
+
+# --- what an approval notification needs (promotion.approval.* events) ------------------------------
+
+
+def flow_run_ui_url(flow_run_id: str | None) -> str | None:
+    """The Prefect UI page of a flow run: PREFECT_UI_URL, which Prefect derives from the API URL.
+
+    The event carries the link itself because the server renders the automation's message and
+    knows no UI address of its own.
+    """
+    if not flow_run_id or flow_run_id == "local":
+        return None
+    from prefect.utilities.urls import url_for
+
+    return url_for("flow-run", obj_id=flow_run_id)
+
+
+def _label(digest: Digest | None, version: str | None) -> str:
+    if digest is None:
+        return "nothing"
+    return f"{version or 'n/a'} ({digest.short})"
+
+
+def approval_payload(
+    artifact: ArtifactRecord,
+    environment: str,
+    current: EnvState | None,
+    flow_run_id: str | None,
+    *,
+    deploys: bool = True,
+) -> dict[str, Any]:
+    """The facts every approval notification shows: what waits, what changes, where to answer.
+
+    ``deploys``: False when the request ended without a deployment (timed out), so "changes"
+    says the environment keeps what it runs.
+    """
+    now = _label(current.digest if current else None, current.version if current else None)
+    if deploys:
+        changes = f"{environment} runs {now} now -> will run {_label(artifact.digest, artifact.version)}"
+    else:
+        changes = f"{environment} keeps what it runs ({now}); nothing is deployed"
+    return {
+        "service": artifact.service,
+        "environment": environment,
+        "digest": str(artifact.digest),
+        "digest_short": artifact.digest.short,
+        "version": artifact.version or "n/a",
+        "commit": artifact.provenance.commit or "n/a",
+        "commit_author": artifact.provenance.commit_author or "n/a",
+        "current_digest": str(current.digest) if current else None,
+        "current_version": current.version if current else None,
+        "changes": changes,
+        "flow_run_id": flow_run_id,
+        "ui_url": flow_run_ui_url(flow_run_id) or "n/a",
+    }
+
+
+def decision_payload(decision: Decision, verdict: Verdict, tally: Tally) -> dict[str, Any]:
+    """How one answer was judged, as a notification says it: counted, refused (why) or final."""
+    have, need = len(tally.approved_by), tally.policy.min_approvals
+    if not verdict.accepted:
+        result, headline, summary = "refused", "Answer refused", f"refused: {verdict.why}"
+    elif tally.outcome == "approved":
+        approvers = ", ".join(tally.approved_by)
+        result, headline, summary = "approved", "Approved", f"approved by {approvers}: the stage deploys"
+    elif tally.outcome == "rejected":
+        summary = f"rejected by {decision.approver}: nothing is deployed"
+        result, headline = "rejected", "Rejected"
+    else:
+        result, headline = "counted", f"Approval counted ({have} of {need})"
+        summary = f"counted ({have} of {need}); {tally.needed} more needed"
+    return {
+        "headline": headline,
+        "decision": decision.decision,
+        "approver": decision.approver,
+        "reason": decision.reason or "no reason given",
+        "counted": verdict.accepted,
+        "why": verdict.why,
+        "result": result,
+        "summary": summary,
+    }
