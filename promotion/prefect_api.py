@@ -22,6 +22,21 @@ from promotion.errors import InfrastructureError, PrefectRefused, PrefectUnreach
 AUTH_HINT = "set PREFECT_API_AUTH_STRING to the server's PREFECT_SERVER_API_AUTH_STRING (user:password)"
 
 
+def without_credentials(url: str) -> str:
+    """``url`` without its ``user:password@`` part, if any.
+
+    ``PREFECT_API_URL=http://user:password@host/api`` is a working way to give Prefect's client
+    the server's basic-auth credential (httpx sends it), and Prefect derives ``PREFECT_UI_URL``
+    from it, credential included. Addresses we show or send (errors, the UI links of webhook
+    answers and of ``promote pending``) go through here first.
+    """
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def api_url() -> str:
     """PREFECT_API_URL without any credentials in it (it may carry ``user:pass@``)."""
     from prefect.settings import PREFECT_API_URL
@@ -29,10 +44,7 @@ def api_url() -> str:
     url = PREFECT_API_URL.value()
     if not url:
         return "(ephemeral: PREFECT_API_URL is not set)"
-    parts = urlsplit(str(url))
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return without_credentials(str(url))
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

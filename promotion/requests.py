@@ -249,7 +249,10 @@ def ui_link(flow_run_id: str | None, environ: Mapping[str, str] | None = None) -
         if not api:
             return None
         base = api.removesuffix("/api")
-    return f"{base}/runs/flow-run/{flow_run_id}"
+    from promotion.prefect_api import without_credentials  # pure; Prefect is not imported
+
+    # PREFECT_API_URL may carry the server's basic-auth credential: never print it.
+    return without_credentials(f"{base}/runs/flow-run/{flow_run_id}")
 
 
 def pending_rows(

@@ -799,7 +799,10 @@ def flow_run_url(flow_run_id: str) -> str:
     base = settings.ui_url
     if not base and settings.api.url:
         base = settings.api.url.rstrip("/").removesuffix("/api")
-    return f"{(base or '').rstrip('/')}/runs/flow-run/{flow_run_id}"
+    from promotion.prefect_api import without_credentials
+
+    # The answer goes back to CI (and into its logs): never with the API's credential in it.
+    return without_credentials(f"{(base or '').rstrip('/')}/runs/flow-run/{flow_run_id}")
 
 
 class _LoopClient:

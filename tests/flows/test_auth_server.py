@@ -64,9 +64,17 @@ class Product:
     def promote(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.args(*args), capture_output=True, text=True, env=self.env, timeout=180)
 
-    def start(self, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, log: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:
-            return subprocess.Popen(self.args(*args), env=self.env, stdout=out, stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                self.args(*args), env=env or self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def env_with_credential_in_url(self) -> dict[str, str]:
+        """The other way Prefect's client takes the credential: ``http://user:password@host/api``."""
+        env = {k: v for k, v in self.env.items() if k != "PREFECT_API_AUTH_STRING"}
+        env["PREFECT_API_URL"] = self.api.replace("http://", f"http://{AUTH}@", 1)
+        return env
 
     def get(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.get(f"{self.api}{path}", auth=basic_auth(), timeout=10, **kw)
@@ -178,7 +186,13 @@ def test_serve_and_the_webhook_receiver_with_the_credential(product: Product, tm
     serve_log, hook_log = tmp_path / "serve.log", tmp_path / "webhook.log"
     serve = product.start(serve_log, "serve")
     hook_port = free_port()
-    hook = product.start(hook_log, "webhook", "serve", "--host", "127.0.0.1", "--port", str(hook_port))
+    # The receiver is given the credential inside PREFECT_API_URL: the UI link it answers CI with
+    # is built from that URL and must not carry the credential along.
+    hook = product.start(
+        hook_log,
+        *("webhook", "serve", "--host", "127.0.0.1", "--port", str(hook_port)),
+        env=product.env_with_credential_in_url(),
+    )
     try:
         deployment = wait_until(
             "promote serve registers its deployments",
@@ -219,6 +233,8 @@ def test_serve_and_the_webhook_receiver_with_the_credential(product: Product, tm
         answer = httpx.post(f"{hook_url}/hooks/standard", content=body, headers=headers, timeout=60)
         assert answer.status_code == 202, answer.text
         from_hook = answer.json()["flow_run_id"]
+        ui = product.api.removesuffix("/api")
+        assert answer.json()["flow_run_url"] == f"{ui}/runs/flow-run/{from_hook}"
         run = product.get(f"/flow_runs/{from_hook}")
         assert run.status_code == 200, run.text  # the run exists on the authenticated server
         assert run.json()["deployment_id"] == deployment["id"]
@@ -286,3 +302,15 @@ def test_a_resume_without_the_credential_is_refused(product: Product, tmp_path: 
     assert product.ledger_digest("prod") == d
     approvals = [r for r in product.setup.store.ledger.records("api") if r.event == "approval"]
     assert [(r.actor, r.reason) for r in approvals] == [("alice", "with the credential")]
+
+
+def test_ui_links_never_carry_the_credential() -> None:
+    """``promote pending``'s link, built from the environment without importing Prefect."""
+    from promotion.prefect_api import without_credentials
+    from promotion.requests import ui_link
+
+    with_credential = {"PREFECT_API_URL": f"http://{AUTH}@prefect.internal:4200/api"}
+    assert ui_link("r1", with_credential) == "http://prefect.internal:4200/runs/flow-run/r1"
+    ui = {"PREFECT_UI_URL": f"https://{AUTH}@[::1]:8443/ui", **with_credential}
+    assert ui_link("r1", ui) == "https://[::1]:8443/ui/runs/flow-run/r1"
+    assert without_credentials("http://prefect:4200/api") == "http://prefect:4200/api"
