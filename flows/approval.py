@@ -90,7 +90,7 @@ def form_ready(client: Any, flow_run: Any) -> bool:
     Prefect marks the run PAUSED a moment before it saves the form's schema; a resume in between
     is refused ("Run input schema not found"), so answer only once this is true.
     """
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
     from prefect.input.run_input import keyset_from_paused_state
 
     state = flow_run.state
@@ -100,4 +100,9 @@ def form_ready(client: Any, flow_run: Any) -> bool:
         client.read_flow_run_input(flow_run.id, keyset_from_paused_state(state)["schema"])
     except ObjectNotFound:
         return False
+    except PrefectHTTPStatusError as exc:
+        # The sync client raises the bare 404 ("Flow run input not found") for a form not stored yet.
+        if exc.response.status_code == 404:
+            return False
+        raise
     return True

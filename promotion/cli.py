@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
@@ -263,7 +262,7 @@ def history(
         store.pipeline.environment(env)
     records = [r for r in store.ledger.records(service) if env is None or r.environment == env]
     if as_json:
-        _emit_json([r.model_dump(mode="json", exclude={"state"}) for r in records])
+        _emit_json([{**r.model_dump(mode="json", exclude={"state"}), **_judged(r)} for r in records])
         return
     table = Table(title=f"History of {service}" + (f" in {env}" if env else ""), title_justify="left")
     for col in ("seq", "at", "event", "environment", "digest", "version", "by", "reason"):
@@ -272,16 +271,31 @@ def history(
         table.add_row(
             str(r.seq),
             _when(r.at),
-            r.event,
+            r.event + (" REFUSED" if _judged(r).get("counted") is False else ""),
             r.environment or "",
             r.digest.short,
             r.version or "",
             r.actor,
-            r.reason,
+            _history_reason(r),
         )
     out.print(table)
     if not records:
         err.print("no events yet")
+
+
+def _judged(rec: Any) -> dict[str, Any]:
+    """``counted`` and ``why`` of an ``approval`` record (a refused answer is no approval)."""
+    if rec.event != "approval":
+        return {}
+    return {"counted": bool(rec.details.get("counted")), "why": str(rec.details.get("why", ""))}
+
+
+def _history_reason(rec: Any) -> str:
+    judged = _judged(rec)
+    said = f"{rec.details.get('decision', '')}: {rec.reason}" if judged else rec.reason
+    if judged and not judged["counted"]:
+        return f"{said} (refused: {judged['why']})"
+    return said
 
 
 # --- verification ----------------------------------------------------------------------------------
@@ -460,89 +474,94 @@ def run(
         raise typer.Exit(1)
 
 
-def _decide(flow_run_id: str, decision: str, approver: str, reason: str) -> str:
-    import uuid
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterParentFlowRunId,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.exceptions import ObjectNotFound
-    from prefect.flow_runs import resume_flow_run
-
-    from promotion.errors import PromotionError, UsageError
-
-    try:
-        run_id = uuid.UUID(flow_run_id)
-    except ValueError:
-        raise UsageError(
-            f"{flow_run_id!r} is not a flow run id (a UUID, as shown in the Prefect UI)"
-        ) from None
-    with get_client(sync_client=True) as client:
-        try:
-            flow_run = client.read_flow_run(run_id)
-        except ObjectNotFound:
-            # A wrong PREFECT_API_URL answers 404 to everything: say so, not "no such run".
-            from promotion.prefect_api import check_reachable
-
-            check_reachable()
-            raise UsageError(f"no flow run {run_id} on {_api_url()}") from None
-        target = flow_run
-        if not (flow_run.state and flow_run.state.is_paused()):
-            # Given the pipeline run: the stage subflow is the one that waits.
-            children = client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]),
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])),
-                )
-            )
-            if not children:
-                now = flow_run.state.name if flow_run.state else "unknown"
-                raise PromotionError(f"flow run {run_id} is not waiting for approval (it is {now})")
-            target = children[0]
-        # Paused a moment ago? Its form may not be stored yet; give it a few seconds.
-        from flows.approval import form_ready
-
-        deadline = time.monotonic() + 10
-        while not form_ready(client, target) and time.monotonic() < deadline:
-            time.sleep(0.2)
-            target = client.read_flow_run(target.id)
-    try:
-        answer = {"decision": decision, "approver": approver, "reason": reason}
-        resume_flow_run(target.id, run_input=answer)
-    except RuntimeError as exc:
-        raise PromotionError(f"Prefect refused the decision for {target.id}: {exc}") from None
-    return str(target.id)
+TargetArg = Annotated[
+    str,
+    typer.Argument(
+        help="The paused stage run, its pipeline run, or SERVICE (then give ENV).", show_default=False
+    ),
+]
+EnvArg = Annotated[
+    str | None,
+    typer.Argument(help="With SERVICE: the environment whose open request to answer.", show_default=False),
+]
 
 
 @app.command()
 @talks_to_prefect
 def approve(
-    flow_run_id: Annotated[str, typer.Argument(help="The paused stage run (or its pipeline run).")],
+    target: TargetArg,
     approver: Annotated[str, typer.Option("--as", help="Your name, as listed in the pipeline file.")],
+    env: EnvArg = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger).")] = "",
 ) -> None:
-    """Approve a promotion waiting in a paused stage, through Prefect's API."""
-    target = _decide(flow_run_id, "approve", approver, reason)
-    out.print(f"approval by {approver} sent to {target}; the run checks it against the approval policy")
+    """Approve a waiting promotion: recorded in the ledger, then sent to the paused run.
+
+    Prints whether it counted, was refused (and why) or what is still needed; exit 1 when the
+    run is gone (the decision is recorded and counts for the next `promote run`).
+    """
+    from promotion.answers import decide
+
+    out.print(decide(target, env, "approve", approver, reason, state.config))
 
 
 @app.command()
 @talks_to_prefect
 def reject(
-    flow_run_id: Annotated[str, typer.Argument(help="The paused stage run (or its pipeline run).")],
+    target: TargetArg,
     approver: Annotated[str, typer.Option("--as", help="Your name, as listed in the pipeline file.")],
-    reason: Annotated[str, typer.Option("--reason", help="Why (required; recorded in the ledger).")],
+    env: EnvArg = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (required; recorded in the ledger).")] = "",
 ) -> None:
-    """Reject a promotion waiting in a paused stage, through Prefect's API."""
+    """Reject a waiting promotion: recorded in the ledger, then sent to the paused run."""
+    from promotion.answers import decide
+
     if not reason.strip():
         raise _usage("--reason must say why the promotion is rejected")
-    target = _decide(flow_run_id, "reject", approver, reason)
-    out.print(f"rejection by {approver} sent to {target}")
+    out.print(decide(target, env, "reject", approver, reason, state.config))
+
+
+@app.command()
+def pending(
+    service: Annotated[str | None, typer.Option("--service", "-s", help="Only this service.")] = None,
+    env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Every open approval request: what waits, since when, until when, who decided, who may still."""
+    from promotion.requests import pending_rows
+
+    store = _store()
+    pipeline = store.pipeline
+    if env is not None:
+        pipeline.environment(env)
+    services = [pipeline.service(service).name] if service else [s.name for s in pipeline.services]
+    rows = pending_rows(pipeline, store.ledger, services, env)
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        err.print("no approval request is open")
+        return
+    table = Table(title="Open approval requests", title_justify="left")
+    columns = ("service", "environment", "digest", "version", "since", "deadline", "decisions", "may approve")
+    for col in (*columns, "link"):
+        table.add_column(col, no_wrap=col in ("digest", "link"))
+    for r in rows:
+        said = [
+            f"{d['approver']} {d['decision']}" + ("" if d["counted"] else f" REFUSED: {d['why']}")
+            for d in r["decisions"]
+        ]
+        table.add_row(
+            r["service"],
+            r["environment"],
+            r["digest"],
+            r["version"] or "",
+            r["since"][:19].replace("T", " ") + "Z",
+            r["deadline"][:19].replace("T", " ") + "Z",
+            f"{r['approvals']}" + ("; " + "; ".join(said) if said else ""),
+            ", ".join(r["may_still_approve"]),
+            r["ui_url"] or r["flow_run_id"] or "",
+        )
+    out.print(table)
 
 
 @app.command()

@@ -121,6 +121,12 @@ def stage_report(
     ]
     if decisions:
         lines += ["## Approvals", decisions_table(decisions)]
+        # Spelled out for an auditor: an answer that did not count is no approval, and why.
+        refused = [(d, why) for d, accepted, why in decisions if not accepted]
+        if refused:
+            lines += ["### Refused answers (not counted)"]
+            lines += [f"- REFUSED {d.decision} by {d.approver}: {why}" for d, why in refused]
+            lines.append("")
     if verification:
         lines += ["## Post-deploy verification", gate_table(verification)]
     if notes:

@@ -184,7 +184,8 @@ def test_s3_commands_do_not_import_prefect(config_file: Path) -> None:
     code = (
         "import sys\n"
         "from promotion.cli import main\n"
-        "for args in (['status'], ['history', 'api'], ['ledger', 'verify'], ['config', 'validate']):\n"
+        "for args in (['status'], ['history', 'api'], ['ledger', 'verify'], ['config', 'validate'],\n"
+        "             ['pending']):\n"
         "    try:\n"
         f"        main(['-c', {str(config_file)!r}, *args])\n"
         "    except SystemExit as e:\n"
