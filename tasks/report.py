@@ -69,7 +69,12 @@ def flow_run_ui_url(flow_run_id: str | None) -> str | None:
         return None
     from prefect.utilities.urls import url_for
 
-    return url_for("flow-run", obj_id=flow_run_id)
+    from promotion.prefect_api import without_credentials
+
+    url = url_for("flow-run", obj_id=flow_run_id)
+    # PREFECT_API_URL may carry the server's basic-auth credential (user:password@), and Prefect
+    # derives the UI URL from it: an event (and so a chat message) must never carry it.
+    return without_credentials(url) if url else None
 
 
 def _label(digest: Digest | None, version: str | None) -> str:

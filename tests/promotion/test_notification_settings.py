@@ -76,3 +76,15 @@ def test_each_answer_says_how_it_was_judged(
     assert payload["result"] == result
     assert payload["summary"].startswith(summary)
     assert payload["counted"] is (result != "refused")
+
+
+def test_the_ui_link_in_an_event_never_carries_the_api_credential() -> None:
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from tasks.report import flow_run_ui_url
+
+    with temporary_settings({PREFECT_API_URL: "http://admin:s3cret@prefect.internal:4200/api"}):
+        assert flow_run_ui_url("abc") == "http://prefect.internal:4200/runs/flow-run/abc"
+    with temporary_settings({PREFECT_UI_URL: "https://prefect.example.com"}):
+        assert flow_run_ui_url("abc") == "https://prefect.example.com/runs/flow-run/abc"
+    assert flow_run_ui_url("local") is None
