@@ -28,7 +28,7 @@ def without_credentials(url: str) -> str:
     ``PREFECT_API_URL=http://user:password@host/api`` is a working way to give Prefect's client
     the server's basic-auth credential (httpx sends it), and Prefect derives ``PREFECT_UI_URL``
     from it, credential included. Addresses we show or send (errors, the UI links of webhook
-    answers and of ``promote pending``) go through here first.
+    answers, of ``promote pending`` and of approval events) go through here first.
     """
     parts = urlsplit(url)
     if "@" not in parts.netloc:
