@@ -226,6 +226,8 @@ def report_link(container: Any) -> str:
 def test_classic_ui_refused_answer_then_approval(
     ui_setup: Setup, ui_url: str, page: Page, tmp_path: Path
 ) -> None:
+    from playwright.sync_api import expect
+
     from flows.pipeline import promote_pipeline
 
     s = ui_setup
@@ -256,7 +258,8 @@ def test_classic_ui_refused_answer_then_approval(
         page, card, card.locator(".p-select-button__control").first, tmp_path / "classic-form.png"
     )
     assert "May approve" in card.inner_text()
-    assert report_link(card) == f"{ui_url}/artifacts/key/promotion-api-prod"
+    report = report_link(card)
+    assert report == f"{ui_url}/artifacts/key/promotion-api-prod"
 
     # The commit author is not an approver: refused, recorded as not counted, the run waits on.
     answer(card, "approve", "dana", "my own change")
@@ -274,11 +277,16 @@ def test_classic_ui_refused_answer_then_approval(
     last = s.store.ledger.records("api")[-1]
     assert (last.event, last.environment, last.digest) == ("promoted", "prod", d)
     assert s.store.ledger.state("api").environments["prod"].digest == d
+    # The description's link opens the stage report, written now that the stage ended.
+    page.goto(report)
+    expect(page.get_by_text("api → prod: promoted").first).to_be_visible()
 
 
 def test_v2_ui_rejection_stops_the_promotion(
     ui_setup: Setup, ui_url: str, page: Page, tmp_path: Path
 ) -> None:
+    from playwright.sync_api import expect
+
     from flows.pipeline import promote_pipeline
 
     s = ui_setup
@@ -293,7 +301,8 @@ def test_v2_ui_rejection_stops_the_promotion(
     decision = dialog.get_by_role("button", name="Select Decision")
     assert_form_above_the_fold(page, dialog, decision, tmp_path / "v2-form.png")
     assert "May approve" in dialog.inner_text()
-    assert report_link(dialog) == f"{ui_url}/v2/artifacts/key/promotion-api-prod"
+    report = report_link(dialog)
+    assert report == f"{ui_url}/v2/artifacts/key/promotion-api-prod"
 
     decision.click()
     page.get_by_role("option", name="reject").click()
@@ -311,6 +320,8 @@ def test_v2_ui_rejection_stops_the_promotion(
     assert approvals(s) == [("bob", "reject", True)]
     assert s.store.ledger.records("api")[-1].event == "rejected"
     assert "prod" not in s.store.ledger.state("api").environments
+    page.goto(report)
+    expect(page.get_by_text("api → prod: rejected").first).to_be_visible()
 
 
 # --- the description alone (no browser) -------------------------------------------------------
