@@ -656,7 +656,10 @@ def _stage_failure(
     if isinstance(exc, FlowPauseTimeout) or "never resumed" in (state.message or ""):
         timeout = format_duration(env.approval.timeout) if env.approval else "?"
         reason = f"approval timed out after {timeout}: no valid decision"
-        _reject(store, artifact, env, requested_by, [], [], reason, idempotency=f"timeout:{env.name}")
+        # The request's answers (refused ones too) go into the stage report: read from the ledger.
+        request = find_request(store.ledger, artifact.service, env.name, artifact.digest)
+        answered = request.decisions(env.approval) if request is not None and env.approval else []
+        _reject(store, artifact, env, requested_by, [], answered, reason, idempotency=f"timeout:{env.name}")
         stage_run = state.state_details.flow_run_id  # the stage run that waited, for its UI link
         report.event(
             "approval.timed_out",
