@@ -101,12 +101,11 @@ def test_a_crashed_request_is_continued_with_the_decisions_kept(
 
     s = make_setup(min_approvals=2, timeout="10m")
     cfg = str(s.config)
-    closed = s.publish(tmp_path)  # promoted to prod: its request is closed, pending must not list it
+    closed = s.publish(tmp_path)  # rejected at prod: its request is closed, pending must not list it
     done = Run(promote_pipeline, service="api", digest=str(closed), requested_by="erin", config=cfg)
-    first = _paused(s, closed, "approval-1", lambda: None)
-    resume(first, "approve", "alice")
-    resume(_paused(s, closed, "approval-2", lambda: None), "approve", "carol")
-    assert done.join().is_completed()
+    resume(_paused(s, closed, "approval-1", lambda: None), "reject", "carol", "not this one")
+    assert done.join().is_failed()
+    assert find_request(s.store.ledger, "api", "prod", closed) is None
 
     d = s.publish(tmp_path)
     log = tmp_path / "run.log"
