@@ -9,9 +9,13 @@ import datetime as dt
 import uuid
 from pathlib import Path
 
+import pytest
+
+from promotion.answers import only_request
 from promotion.approval import Decision
 from promotion.config import Pipeline, parse_pipeline
 from promotion.digest import Digest
+from promotion.errors import UsageError
 from promotion.local_s3 import LocalS3
 from promotion.models import Provenance
 from promotion.requests import (
@@ -198,3 +202,22 @@ def test_ui_link_prefers_the_ui_url() -> None:
         "https://ui/runs/flow-run/x"
     )
     assert ui_link("x", {}) is None and ui_link(None, {"PREFECT_UI_URL": "u"}) is None
+
+
+def test_service_env_names_one_request_or_lists_the_candidates(
+    s3_server: LocalS3, prefix: str, tmp_path: Path
+) -> None:
+    store = ArtifactStore(_pipeline(s3_server.endpoint_url, s3_server, prefix))
+    with pytest.raises(UsageError, match=r"^no approval request of api is open in prod \(promote pending"):
+        only_request(store.pipeline, "api", "prod")
+    a = _publish(store, tmp_path)
+    _request(store, a, "run-a")
+    assert only_request(store.pipeline, "api", "prod").digest == a
+    b = _publish(store, tmp_path)
+    _request(store, b, "run-b")
+    with pytest.raises(UsageError) as info:
+        only_request(store.pipeline, "api", "prod")
+    said = str(info.value)
+    assert said.startswith("2 approval requests of api are open in prod: ")
+    assert f"{a} (version 1.0, run run-a)" in said and f"{b} (version 1.0, run run-b)" in said
+    assert said.endswith("give the run id of the one you mean")
