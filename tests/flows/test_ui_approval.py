@@ -261,10 +261,12 @@ def test_classic_ui_refused_answer_then_approval(
     report = report_link(card)
     assert report == f"{ui_url}/artifacts/key/promotion-api-prod"
 
-    # The commit author is not an approver: refused, recorded as not counted, the run waits on.
+    # dana, the commit author, is no approver: refused, recorded as not counted, the run waits on.
     answer(card, "approve", "dana", "my own change")
     wait_until(lambda: paused_again(paused, s, 1), "the run to wait again after the refused answer")
     assert approvals(s) == [("dana", "approve", False)]
+    refused = next(r for r in s.store.ledger.records("api") if r.event == "approval")
+    assert "'dana' is not an allowed approver" in refused.details["why"]
     assert state_of(paused).is_paused()
 
     card = open_form()
