@@ -501,7 +501,8 @@ def approve(
     """
     from promotion.answers import decide
 
-    out.print(decide(target, env, "approve", approver, reason, state.config))
+    # Names typed by people: printed as they are, never read as console markup.
+    out.print(decide(target, env, "approve", approver, reason, state.config), markup=False)
 
 
 @app.command()
@@ -517,7 +518,8 @@ def reject(
 
     if not reason.strip():
         raise _usage("--reason must say why the promotion is rejected")
-    out.print(decide(target, env, "reject", approver, reason, state.config))
+    # Names typed by people: printed as they are, never read as console markup.
+    out.print(decide(target, env, "reject", approver, reason, state.config), markup=False)
 
 
 @app.command()
@@ -541,27 +543,25 @@ def pending(
     if not rows:
         err.print("no approval request is open")
         return
-    table = Table(title="Open approval requests", title_justify="left")
-    columns = ("service", "environment", "digest", "version", "since", "deadline", "decisions", "may approve")
-    for col in (*columns, "link"):
-        table.add_column(col, no_wrap=col in ("digest", "link"))
+    # One block per request: digests and links are too wide for a table's columns.
     for r in rows:
         said = [
-            f"{d['approver']} {d['decision']}" + ("" if d["counted"] else f" REFUSED: {d['why']}")
+            f"{d['approver']} {d['decision']}" + (" (counted)" if d["counted"] else f" REFUSED: {d['why']}")
             for d in r["decisions"]
         ]
-        table.add_row(
-            r["service"],
-            r["environment"],
-            r["digest"],
-            r["version"] or "",
-            r["since"][:19].replace("T", " ") + "Z",
-            r["deadline"][:19].replace("T", " ") + "Z",
-            f"{r['approvals']}" + ("; " + "; ".join(said) if said else ""),
-            ", ".join(r["may_still_approve"]),
-            r["ui_url"] or r["flow_run_id"] or "",
-        )
-    out.print(table)
+        lines = [
+            f"{r['service']} {r['environment']} {r['digest']} (version {r['version'] or 'n/a'})",
+            f"  waiting since {_iso(r['since'])}, deadline {_iso(r['deadline'])}",
+            f"  approvals {r['approvals']}" + (": " + "; ".join(said) if said else ""),
+            f"  may still approve: {', '.join(r['may_still_approve']) or 'nobody'}",
+            f"  link: {r['ui_url'] or r['flow_run_id'] or 'not known'}",
+        ]
+        for line in lines:  # names typed by people: never read as console markup
+            out.print(line, markup=False)
+
+
+def _iso(value: str) -> str:
+    return value[:19].replace("T", " ") + "Z"
 
 
 @app.command()

@@ -132,6 +132,9 @@ def test_a_crashed_request_is_continued_with_the_decisions_kept(
     assert row["approvals"] == "1 of 2" and row["may_still_approve"] == ["bob", "carol"]
     assert [(x["approver"], x["counted"]) for x in row["decisions"]] == [("alice", True)]
     assert row["ui_url"].endswith(f"/runs/flow-run/{stage}") and row["version"] == "1.0"
+    r = promote(prefect_api, "-c", cfg, "pending", "--service", "api", "--env", "prod")
+    assert r.returncode == 0 and "approvals 1 of 2: alice approve (counted)" in r.stdout, r.stdout + r.stderr
+    assert f"api prod {d} (version 1.0)" in r.stdout and "may still approve: bob, carol" in r.stdout
 
     # The run is gone: said in one line, exit 1; the answer is still recorded (refused: alice
     # already counts) and the way on is named.
