@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_flows.py --database both
 	$(BIN)/python bench/bench_webhook.py --database postgres
 	$(BIN)/python bench/bench_sweep.py
+	$(BIN)/python bench/bench_scan.py
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache *.egg-info
