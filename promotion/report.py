@@ -54,16 +54,6 @@ def decisions_table(decisions: Sequence[tuple[Decision, bool, str]]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def change_line(env: str, current: EnvState | None, artifact: ArtifactRecord) -> str:
-    new = f"`{artifact.digest}` (version {artifact.version or 'n/a'})"
-    if current is None:
-        return f"**{env}** runs nothing yet; it will run {new}."
-    return (
-        f"**{env}** runs `{current.digest}` (version {current.version or 'n/a'}, since "
-        f"{current.since:%Y-%m-%d %H:%M}Z, by {current.by}); it will run {new}."
-    )
-
-
 # How long one gate's line may get above the resume form (the v2 UI's dialog wraps at about 55
 # characters): the first clause of its first reason. The full reasons are in the stage report.
 _GATE_LINE_CHARS = 64
