@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
     ReadTimeoutError,
@@ -219,6 +220,11 @@ class S3:
             ) from None
         except (BotoConnectionError, ReadTimeoutError) as exc:
             raise StoreUnreachable(self.endpoint, _short(exc)) from None
+        except HTTPClientError as exc:
+            # A connection closed or reset before an answer (botocore's ConnectionClosedError and
+            # kin, after its retries): the transport failed, not the request. Infrastructure.
+            why = f"{operation} {key}: no answer from {self.endpoint}: {_short(exc)}"
+            raise StoreUnavailable(why) from None
         except (ResponseStreamingError, IncompleteReadError) as exc:
             # The connection broke while a body was read: the transport, not the object.
             raise StoreUnavailable(f"{operation} {key}: the response was cut short: {_short(exc)}") from None
