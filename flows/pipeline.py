@@ -9,14 +9,16 @@ the same pipeline picks up where the last one stopped and never promotes twice.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import threading
+import uuid
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.exceptions import FlowPauseTimeout
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.states import Completed, Failed
 
 from flows import _logging
@@ -30,6 +32,7 @@ from promotion.config import (
     format_duration,
     load_pipeline,
 )
+from promotion.deadlines import is_expired, record_timeout, timeout_reason
 from promotion.digest import Digest
 from promotion.errors import (
     ApprovalRejected,
@@ -130,11 +133,17 @@ def promote_to_environment(
     requested_by: str | None = None,
     config: str | None = None,
     aimed_at: str | None = None,
+    waiting_run: str | None = None,
 ) -> dict[str, Any]:
     """Gates, approval, deploy and verification for one environment.
 
     ``aimed_at`` is the environment the pipeline run is aimed at: when it is further up, this
     environment is not moved back from a newer build (checked again under the lock).
+
+    ``waiting_run`` is the pipeline run of a deployment that waits for the approval by suspending
+    (no process while it waits): then an undecided request ends this subflow with the outcome
+    ``awaiting approval`` and the form's description, and the pipeline suspends. Without it (a
+    run in a terminal) this subflow pauses in its own process.
 
     Raises :class:`GateFailed`, :class:`ApprovalRejected` or :class:`VerificationFailed` (the
     subflow fails with that reason); a pause that times out fails it with ``FlowPauseTimeout``,
@@ -175,7 +184,15 @@ def promote_to_environment(
         outdated = _outdated(env, history, current)
         if outdated is not None:
             raise outdated  # nobody is asked to approve what would not be deployed
-        _await_approval(store, artifact, env, current, requested_by, results, decisions)
+        if waiting_run is None:
+            logger.info("this run has no deployment: it waits for approval in this process")
+            _await_approval(store, artifact, env, current, requested_by, results, decisions)
+        else:
+            waiting = _approval_so_far(
+                store, artifact, env, current, requested_by, results, decisions, waiting_run
+            )
+            if waiting is not None:
+                return waiting
 
     # One promotion per (service, environment) at a time; the ledger's create-only writes are the
     # second line of defence.
@@ -384,6 +401,96 @@ def _await_approval(
     return tally
 
 
+def _approval_so_far(
+    store: ArtifactStore,
+    artifact: ArtifactRecord,
+    env: Environment,
+    current: EnvState | None,
+    requested_by: str | None,
+    results: list[GateResult],
+    decisions: list[tuple[Decision, bool, str]],
+    waiting_run: str,
+) -> dict[str, Any] | None:
+    """Where the request stands, for a pipeline run that suspends to wait: None when approved.
+
+    Opens the request (or continues it, once per pipeline run: a re-entered run does not ask
+    again); rejected or past its deadline, closes it and raises; undecided, returns the outcome
+    ``awaiting approval`` with what the pipeline needs to suspend.
+    """
+    assert env.approval is not None
+    policy = env.approval
+    request = find_request(store.ledger, artifact.service, env.name, artifact.digest)
+    if request is None or request.flow_run_id != waiting_run:
+        request = _open_request(store, artifact, env, requested_by, waiting_run)
+        _announce_request(request, artifact, env, current, waiting_run)
+    decisions[:] = request.decisions(policy)
+    tally = request.tally(policy)
+    if tally.outcome == "approved":
+        return None
+    if tally.outcome == "rejected":
+        assert tally.rejected_by is not None
+        by = tally.rejected_by
+        reason = by.reason or "no reason given"
+        _reject(
+            store, artifact, env, requested_by, results, decisions, f"rejected by {by.approver}: {reason}"
+        )
+        raise ApprovalRejected(env.name, by.approver, reason)
+    if is_expired(request, policy):
+        reason = timeout_reason(policy)
+        written = record_timeout(
+            store, request, policy, actor=requested_by or current_actor(), flow_run_id=waiting_run,
+            gates=_gate_dicts(results),
+        )  # fmt: skip
+        if written is None:  # the deadline check got there first and announced it
+            raise ApprovalRejected(env.name, "timeout", reason)
+        report.event(
+            "approval.timed_out",
+            service=artifact.service,
+            environment=env.name,
+            digest=artifact.digest,
+            payload={
+                **report.approval_payload(artifact, env.name, current, waiting_run, deploys=False),
+                "reason": reason,
+            },
+        )
+        raise ApprovalRejected(env.name, "timeout", reason)
+    return {
+        "environment": env.name,
+        "outcome": "awaiting approval",
+        "request_seq": request.opened.seq,
+        "deadline": request.deadline.isoformat(),
+        "description": approval_description(artifact, env, current, results, tally, decisions),
+    }
+
+
+def _announce_request(
+    request: ApprovalRequest,
+    artifact: ArtifactRecord,
+    env: Environment,
+    current: EnvState | None,
+    waiting_run: str,
+) -> None:
+    """``promotion.approval.requested``, which promote setup's automation sends to the approvers."""
+    assert env.approval is not None
+    policy = env.approval
+    report.event(
+        "approval.requested",
+        service=artifact.service,
+        environment=env.name,
+        digest=artifact.digest,
+        payload={
+            **report.approval_payload(artifact, env.name, current, waiting_run),
+            "approvers": policy.approvers,
+            "min_approvals": policy.min_approvals,
+            "flow_run_id": waiting_run,
+            "timeout_s": policy.timeout.total_seconds(),
+            "deadline": request.deadline.isoformat(),
+            "request_seq": request.opened.seq,
+            "continued": request.latest.seq != request.opened.seq,
+        },
+    )
+
+
 def _announce_decision(
     artifact: ArtifactRecord,
     env: Environment,
@@ -410,7 +517,11 @@ def _announce_decision(
 
 
 def _open_request(
-    store: ArtifactStore, artifact: ArtifactRecord, env: Environment, requested_by: str | None
+    store: ArtifactStore,
+    artifact: ArtifactRecord,
+    env: Environment,
+    requested_by: str | None,
+    waiting_run: str | None = None,
 ) -> ApprovalRequest:
     """The request for this digest in this environment: continued when open, else opened now.
 
@@ -437,12 +548,12 @@ def _open_request(
         details=request_details(
             policy=policy,
             deadline=deadline,
-            flow_run_id=_run_id(),
+            flow_run_id=waiting_run or _run_id(),
             requested_by=found.requested_by if found else requested_by,
             commit_author=artifact.provenance.commit_author,
             continues=found.opened.seq if found else None,
         ),
-        idempotency_id=f"{_run_id()}:approval_requested",
+        idempotency_id=f"{waiting_run or _run_id()}:approval_requested:{env.name}",
     )
     opened = find_request(store.ledger, artifact.service, env.name, artifact.digest)
     assert opened is not None  # just appended; a concurrent run's request may be the one opened
@@ -587,7 +698,15 @@ def promote_pipeline(
 
     rows: list[dict[str, Any]] = []
     started = dt.datetime.now(dt.UTC)
+    # A run of a deployment waits for approval suspended (no process; it re-enters from the top
+    # when answered, and what is done is skipped: the ledger says so). Prefect can suspend only
+    # a top-level run of a deployment; any other waits in its process.
+    waiting_run = _run_id() if deployment.id and not flow_run.parent_flow_run_id else None
     for env in stages:
+        if waiting_run is not None and env.approval is not None:
+            answered = collect_answers(store, artifact, env, waiting_run)
+            if answered:
+                logger.info("%s: %s", env.name, "; ".join(answered))
         state = promote_to_environment(
             service=service,
             digest=str(d),
@@ -595,6 +714,7 @@ def promote_pipeline(
             requested_by=requested_by,
             config=config,
             aimed_at=stages[-1].name,
+            waiting_run=waiting_run,
             return_state=True,
         )
         if not state.is_completed():
@@ -608,6 +728,8 @@ def promote_pipeline(
             _summary(service, d, rows, started)
             return Failed(message=f"stopped at {env.name}: {reason}", data={"stages": rows})
         outcome = state.result()
+        if outcome.get("outcome") == "awaiting approval":
+            suspend_for_approval(service, d, env, outcome)  # ends this process; never returns
         rows.append({"environment": env.name, "outcome": outcome.get("outcome", "promoted"), "reason": ""})
     _summary(service, d, rows, started)
     return Completed(message=f"promoted {d.short} to {stages[-1].name}", data={"stages": rows})
@@ -659,7 +781,20 @@ def _stage_failure(
         # The request's answers (refused ones too) go into the stage report: read from the ledger.
         request = find_request(store.ledger, artifact.service, env.name, artifact.digest)
         answered = request.decisions(env.approval) if request is not None and env.approval else []
-        _reject(store, artifact, env, requested_by, [], answered, reason, idempotency=f"timeout:{env.name}")
+        if request is not None and env.approval is not None:
+            # The same record, under the same id, as the deadline check would write.
+            record_timeout(
+                store, request, env.approval, actor=requested_by or current_actor(), flow_run_id=_run_id()
+            )
+            report.markdown(
+                report.artifact_key("promotion", artifact.service, env.name),
+                stage_report(artifact, env.name, "rejected", [], answered, notes=[reason]),
+                f"{artifact.service} → {env.name}: rejected",
+            )
+        else:
+            _reject(
+                store, artifact, env, requested_by, [], answered, reason, idempotency=f"timeout:{env.name}"
+            )
         stage_run = state.state_details.flow_run_id  # the stage run that waited, for its UI link
         report.event(
             "approval.timed_out",
@@ -692,3 +827,108 @@ def _summary(service: str, digest: Digest, rows: list[dict[str, Any]], started: 
         [{"digest": str(digest), **r} for r in rows],
         f"{service} {digest.short}: {len(rows)} stage(s) in {took:.1f}s",
     )
+
+
+# --- waiting without a process -------------------------------------------------------------------
+
+
+def suspend_for_approval(service: str, digest: Digest, env: Environment, waiting: dict[str, Any]) -> None:
+    """Suspend this pipeline run until someone answers the form, or its deadline.
+
+    The process ends here (Prefect's ``Pause``). An answer (the UI's form, or ``promote
+    approve``) resumes the run, which is scheduled again and re-enters from the top:
+    :func:`collect_answers` records the answer, and the stage either deploys or suspends again
+    with a fresh form. At the deadline the server fails the run, so the form is no longer
+    offered, and the deadline check scheduled here records the timeout in the ledger.
+    """
+    from prefect.flow_runs import suspend_flow_run
+
+    from flows.approval import ApprovalForm
+    from flows.deadlines import schedule_check
+
+    logger = get_run_logger()
+    deadline = dt.datetime.fromisoformat(str(waiting["deadline"]))
+    remaining = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
+    logger.info("%s", schedule_check(service, env.name, str(digest), int(waiting["request_seq"]), deadline))
+    logger.info(
+        "%s waits for approval until %s; this run is suspended (no process waits) until answered",
+        env.name,
+        f"{deadline:%Y-%m-%d %H:%M:%S}Z",
+    )
+    form = ApprovalForm.with_initial_data(description=str(waiting["description"]))
+    # A fresh key per suspension: a key used before makes Prefect hand back that old answer.
+    suspend_flow_run(
+        wait_for_input=form,
+        timeout=max(1, int(remaining) + 1),
+        key=f"approval-{env.name}-{uuid.uuid4().hex[:12]}",
+    )
+    raise RuntimeError("suspend_flow_run returned without suspending")  # pragma: no cover
+
+
+def collect_answers(
+    store: ArtifactStore, artifact: ArtifactRecord, env: Environment, run_id: str
+) -> list[str]:
+    """Record the answers this run was resumed with (the UI's form), once each; what was recorded.
+
+    Each suspension's form has its own run-input key. ``promote approve`` records its answer in
+    the ledger (with that key) before resuming, so only answers the ledger does not have yet are
+    recorded here, judged against the ledger's tally like any other.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    assert env.approval is not None
+    policy = env.approval
+    request = find_request(store.ledger, artifact.service, env.name, artifact.digest)
+    if request is None or request.flow_run_id != run_id:
+        return []
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(uuid.UUID(run_id))
+        given: list[tuple[str, Any]] = []
+        for st in states:
+            keyset = st.state_details.run_input_keyset if st.state_details else None
+            if not keyset or not st.is_paused():
+                continue
+            key = keyset["response"]
+            try:
+                raw = client.read_flow_run_input(uuid.UUID(run_id), key)
+            except ObjectNotFound:
+                continue
+            except Exception as exc:  # the sync client raises the bare 404 for a missing input
+                if getattr(getattr(exc, "response", None), "status_code", None) == 404:
+                    continue
+                raise
+            given.append((key, raw))
+    done: list[str] = []
+    for key, raw in given:
+        if any(a.input_key == key for a in request.answers):
+            continue
+        value = json.loads(raw) if isinstance(raw, str) else raw
+        # The server validated it against the form's schema before it resumed the run.
+        decision = Decision(
+            decision=value["decision"],
+            approver=str(value["approver"]).strip(),
+            reason=str(value.get("reason") or ""),
+        )
+        tally = request.tally(policy)
+        verdict = tally.judge(decision)
+        store.ledger.append(
+            artifact.service,
+            "approval",
+            artifact.digest,
+            actor=decision.approver,
+            environment=env.name,
+            version=artifact.version,
+            reason=decision.reason,
+            details=answer_details(decision, verdict, "run", run_id, input_key=key),
+            idempotency_id=f"{run_id}:approval:{key}",
+        )
+        tally.add(decision)
+        current = store.ledger.state(artifact.service).environments.get(env.name)
+        _announce_decision(artifact, env, current, decision, verdict, tally)
+        done.append(
+            f"{decision.decision} by {decision.approver} "
+            + ("counted" if verdict.accepted else f"refused: {verdict.why}")
+        )
+        request = find_request(store.ledger, artifact.service, env.name, artifact.digest) or request
+    return done

@@ -1,7 +1,7 @@
 """Serve the promotion deployments from one process (``promote serve``): no work pool needed.
 
 The same deployments as ``deployments/prefect.yaml``: the pipeline and rollback on demand, the
-nightly sweep on the pipeline file's cron schedule.
+approval deadline checks the pipeline schedules, the nightly sweep on the pipeline file's cron.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from flows.deadlines import DEPLOYMENT_NAME as DEADLINES_DEPLOYMENT
+from flows.deadlines import close_expired_approvals
 from flows.pipeline import promote_pipeline
 from flows.rollback import rollback
 from flows.sweep import nightly_sweep
@@ -17,10 +19,13 @@ from promotion import heartbeats
 from promotion.config import Pipeline
 
 PIPELINE_DEPLOYMENT = "pipeline"
+#: Seconds between the runner's checks for runs to start (Prefect's default is 10): a resumed
+#: approval is picked up within this.
+POLL_SECONDS = 2
 
 
 def runner_deployments(pipeline: Pipeline, config: Path) -> list[Any]:
-    """The three deployments, each defaulting to this pipeline file (an absolute path)."""
+    """The four deployments, each defaulting to this pipeline file (an absolute path)."""
     params = {"config": str(config.resolve())}
     flow_name, _, deployment_name = pipeline.webhooks.deployment.partition("/")
     if flow_name != promote_pipeline.name:
@@ -33,6 +38,7 @@ def runner_deployments(pipeline: Pipeline, config: Path) -> list[Any]:
     return [
         promote_pipeline.to_deployment(name=deployment_name or PIPELINE_DEPLOYMENT, parameters=params),
         rollback.to_deployment(name="rollback", parameters=params),
+        close_expired_approvals.to_deployment(name=DEADLINES_DEPLOYMENT, parameters=params),
         nightly_sweep.to_deployment(name="nightly", parameters=params, **sweep_schedule(pipeline)),
     ]
 
@@ -44,4 +50,4 @@ def serve_all(pipeline: Pipeline, config: Path, limit: int | None = None) -> Non
     # The runner starts each flow run in a child process, which inherits this: the runs send the
     # heartbeats the crash-detection automation expects (promotion/heartbeats.py).
     heartbeats.enable()
-    serve(*runner_deployments(pipeline, config), limit=limit)
+    serve(*runner_deployments(pipeline, config), limit=limit, query_seconds=POLL_SECONDS)

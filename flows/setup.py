@@ -26,7 +26,13 @@ CRASH_AUTOMATION = "promotion: mark runs without heartbeats Crashed"
 
 #: The flows whose runs it watches: their processes send heartbeats every HEARTBEAT_S seconds.
 #: Other flows on a shared server may use Prefect's default of 180 s and must not be matched.
-WATCHED_FLOWS = ["promote-pipeline", "promote-to-environment", "rollback", "nightly-sweep"]
+WATCHED_FLOWS = [
+    "promote-pipeline",
+    "promote-to-environment",
+    "rollback",
+    "nightly-sweep",
+    "close-expired-approvals",
+]
 
 
 def register_blocks() -> list[str]:
@@ -56,6 +62,8 @@ def crash_automation() -> AutomationCore:
             after={"prefect.flow-run.heartbeat"},
             expect={
                 "prefect.flow-run.heartbeat",
+                # A pipeline run that suspends to wait for approval ends its process on purpose.
+                "prefect.flow-run.Suspended",
                 "prefect.flow-run.Completed",
                 "prefect.flow-run.Failed",
                 "prefect.flow-run.Cancelled",

@@ -10,6 +10,8 @@
    by ``webhooks.deployment``, with ``timeout=0``: an approval stage becomes a paused run people
    answer, and the sweep never waits for it;
 4. retention lists (and with ``apply_retention`` deletes) blobs nothing references;
+   before all this, approval requests past their deadline are closed as timed out
+   (flows/deadlines.py), in case their own deadline check never ran;
 5. a table artifact (key ``nightly-sweep``) lists every action and its reason, and events
    ``promotion.drift.detected`` / ``promotion.flagged`` are emitted.
 
@@ -248,6 +250,14 @@ def nightly_sweep(
     except PromotionError as exc:
         logger.error("%s: %s", type(exc).__name__, exc)
         return Failed(message=f"{type(exc).__name__}: {exc}")
+    if not dry_run:
+        # The backstop for approval deadlines that passed while nothing ran (a deadline check
+        # that never ran: promote serve was down, or its deployment is not served).
+        from flows.deadlines import close_expired_approvals
+
+        closing = close_expired_approvals(config=config, return_state=True)
+        if not closing.is_completed():
+            logger.error("closing expired approval requests failed: %s", closing.message)
     now = utcnow()
     reports = sweep_all(store, now, dry_run)
     if not dry_run:

@@ -41,6 +41,9 @@ class Waiting:
     #: e.g. "Paused", "Crashed", "not found on http://.../api".
     state: str
     paused: bool
+    #: The run-input key of the form the run waits on (recorded with the answer, so that a
+    #: suspended run that re-enters does not record the same answer again).
+    input_key: str | None = None
 
 
 def decide(
@@ -83,7 +86,7 @@ def decide(
         environment=waiting.environment,
         version=request.version,
         reason=reason,
-        details=answer_details(answer, verdict, "cli", waiting.run_id),
+        details=answer_details(answer, verdict, "cli", waiting.run_id, input_key=waiting.input_key),
         idempotency_id=f"cli:{uuid.uuid4().hex}",
     )
     said = describe_verdict(answer, verdict, tally)
@@ -147,6 +150,9 @@ def _from_run(client: Any, flow_run_id: str, config: str | None) -> Waiting:
     if "environment" in flow_run.parameters:
         paused = bool(flow_run.state and flow_run.state.is_paused())
         return _stage_of(flow_run, config, _state(flow_run), paused)
+    if flow_run.state is not None and flow_run.state.is_paused():
+        # A pipeline run of a deployment suspends itself to wait: the request names it.
+        return _suspended_pipeline(flow_run, config)
     # Given the pipeline run: the stage subflow is the one that waits (or waited).
     children = client.read_flow_runs(
         flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]))
@@ -160,6 +166,29 @@ def _from_run(client: Any, flow_run_id: str, config: str | None) -> Waiting:
     if stages:
         return _stage_of(stages[0], config, _state(flow_run), False)
     raise PromotionError(f"flow run {run_id} is not waiting for approval (it is {_state(flow_run)})")
+
+
+def _suspended_pipeline(flow_run: Any, config: str | None) -> Waiting:
+    p = flow_run.parameters
+    pipeline = load_pipeline(config or p.get("config"))
+    service = str(p["service"])
+    ledger = ArtifactStore(pipeline).ledger
+    mine = [r for r in open_requests(ledger, service) if r.flow_run_id == str(flow_run.id)]
+    if not mine:
+        raise PromotionError(
+            f"flow run {flow_run.id} is {_state(flow_run)} but no open approval request of {service} "
+            "names it (promote pending lists the open ones)"
+        )
+    request = mine[-1]
+    return Waiting(
+        service=service,
+        environment=request.environment,
+        digest=request.digest,
+        config=config or p.get("config"),
+        run_id=str(flow_run.id),
+        state=_state(flow_run),
+        paused=True,
+    )
 
 
 def _from_request(client: Any, service: str, env: str, config: Path | None) -> Waiting:
@@ -216,4 +245,12 @@ def _form_ready(client: Any, waiting: Waiting) -> Waiting:
         time.sleep(0.2)  # polling the API for a condition, with a deadline
         run = client.read_flow_run(run.id)
     paused = bool(run.state and run.state.is_paused())
-    return Waiting(**{**waiting.__dict__, "state": _state(run), "paused": paused})
+    keyset = run.state.state_details.run_input_keyset if paused else None
+    return Waiting(
+        **{
+            **waiting.__dict__,
+            "state": _state(run),
+            "paused": paused,
+            "input_key": keyset["response"] if keyset else None,
+        }
+    )

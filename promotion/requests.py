@@ -41,6 +41,9 @@ class Answer:
     counted: bool
     why: str
     source: str
+    #: The Prefect run-input key the answer came in (a resume of a suspended run), if any: a
+    #: re-entered run records each such input once.
+    input_key: str | None = None
 
     @classmethod
     def of(cls, rec: LedgerRecord) -> Answer:
@@ -57,6 +60,7 @@ class Answer:
             bool(d.get("counted")),
             str(d.get("why", "")),
             str(d.get("source", "run")),
+            str(d["input_key"]) if d.get("input_key") else None,
         )
 
 
@@ -197,16 +201,23 @@ def request_details(
 
 
 def answer_details(
-    decision: Decision, verdict: Verdict, source: Source, flow_run_id: str | None
+    decision: Decision,
+    verdict: Verdict,
+    source: Source,
+    flow_run_id: str | None,
+    input_key: str | None = None,
 ) -> dict[str, Any]:
     """``details`` of an ``approval`` record."""
-    return {
+    details: dict[str, Any] = {
         "decision": decision.decision,
         "counted": verdict.accepted,
         "why": verdict.why,
         "source": source,
         "flow_run_id": flow_run_id,
     }
+    if input_key is not None:
+        details["input_key"] = input_key
+    return details
 
 
 def may_still_approve(tally: Tally) -> list[str]:

@@ -34,7 +34,7 @@ def test_prefect_yaml_entrypoints_resolve_to_the_flows() -> None:
     assert nightly["concurrency_limit"] == 1
 
 
-def test_serve_builds_the_same_three_deployments() -> None:
+def test_serve_builds_the_same_four_deployments() -> None:
     from flows.serve import runner_deployments
 
     pipeline = load_pipeline(REPO / "promotion.yaml", apply_env=False)
@@ -42,8 +42,9 @@ def test_serve_builds_the_same_three_deployments() -> None:
     assert [(d.flow_name, d.name) for d in deps] == [
         ("promote-pipeline", "pipeline"),
         ("rollback", "rollback"),
+        ("close-expired-approvals", "approval-deadlines"),
         ("nightly-sweep", "nightly"),
     ]
     assert all(d.parameters["config"] == str((REPO / "promotion.yaml").resolve()) for d in deps)
-    (schedule,) = deps[2].schedules
+    (schedule,) = deps[3].schedules
     assert schedule.schedule.cron == "0 2 * * *"
