@@ -111,7 +111,11 @@ def api_post(api: str, path: str, body: dict[str, Any]) -> Any:
 
 
 def watch_until_paused(api: str, run_id: str, timeout: float = 150) -> str:
-    """Print each stage as it finishes; return the id of the stage run that pauses for approval."""
+    """Print each stage as it finishes; return the id of the run that waits for approval.
+
+    A run of a deployment (as here: the webhook started it) suspends itself: that is the pipeline
+    run, and no process is left waiting. A stage run that pauses is the in-process fallback.
+    """
     deadline = time.monotonic() + timeout
     shown: set[str] = set()
     while time.monotonic() < deadline:
@@ -120,6 +124,9 @@ def watch_until_paused(api: str, run_id: str, timeout: float = 150) -> str:
             raise SystemExit(
                 f"demo: the pipeline ended before pausing: {run['state_name']}: {run['state']['message']}"
             )
+        if run["state_type"] == "PAUSED" and run["state"]["state_details"].get("run_input_keyset"):
+            print(f"   {run['name']}: {run['state_name']}", flush=True)
+            return run_id
         children = api_post(
             api,
             "/flow_runs/filter",
@@ -250,6 +257,9 @@ def main() -> int:
         url = f"http://127.0.0.1:{prefect_port}/runs/flow-run/{stage}"
         say("prod needs an approval: the form waits in the Prefect UI")
         print(f"   {url}", flush=True)
+        if stage == run_id:
+            print("   the pipeline run is suspended: no process waits for the answer", flush=True)
+        promote(env, "pending")
         if INTERACTIVE:
             print("   open it, choose 'approve', type alice (bob or carol), and submit.", flush=True)
         else:
