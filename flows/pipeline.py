@@ -702,6 +702,8 @@ def promote_pipeline(
     # when answered, and what is done is skipped: the ledger says so). Prefect can suspend only
     # a top-level run of a deployment; any other waits in its process.
     waiting_run = _run_id() if deployment.id and not flow_run.parent_flow_run_id else None
+    if waiting_run is not None:
+        _fresh_stage_runs(waiting_run)
     for env in stages:
         if waiting_run is not None and env.approval is not None:
             answered = collect_answers(store, artifact, env, waiting_run)
@@ -830,6 +832,30 @@ def _summary(service: str, digest: Digest, rows: list[dict[str, Any]], started: 
 
 
 # --- waiting without a process -------------------------------------------------------------------
+
+
+def _fresh_stage_runs(run_id: str) -> None:
+    """Make this entry's stage subflows new runs, not the ones an earlier entry of this run made.
+
+    Prefect links a subflow to its parent through a task run keyed by the call's position (the
+    n-th call of that flow in the parent). A run re-entered after a suspension starts counting
+    again and would be linked to an earlier entry's stage run (the second entry's prod to the
+    first's dev): its state changes are then refused and a rejection escapes as an exception. The
+    ledger, not Prefect's result reuse, says what is done, so each entry numbers its calls apart.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+    from prefect.tasks import Task
+
+    ctx = FlowRunContext.get()
+    if ctx is None:
+        return
+    # Entries are counted by the run's suspensions (the context's copy of run_count can be stale).
+    with get_client(sync_client=True) as client:
+        entry = sum(st.name == "Suspended" for st in client.read_flow_run_states(uuid.UUID(run_id)))
+    if entry:
+        tracking = Task(name=promote_to_environment.name, fn=promote_to_environment.fn)
+        ctx.task_run_dynamic_keys[tracking.task_key] = entry * 1000
 
 
 def suspend_for_approval(service: str, digest: Digest, env: Environment, waiting: dict[str, Any]) -> None:

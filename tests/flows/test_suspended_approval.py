@@ -297,6 +297,19 @@ def test_a_waiting_promotion_holds_no_process_and_each_answer_resumes_it(
     ]
     assert served.store.ledger.tip("api").state.environments["prod"].digest == digest
     assert served.store.ledger.verify("api").ok
+    # Each entry ran its stage as a new subflow run: none re-used (and re-ran) an earlier one.
+    stages = stage_runs(run_id)
+    assert sorted(r.parameters["environment"] for r in stages) == ["dev"] + ["prod"] * 4
+    assert all(r.run_count == 1 and r.state.is_completed() for r in stages)
+
+
+def stage_runs(run_id: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        flt = FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[uuid.UUID(run_id)]))
+        return list(client.read_flow_runs(flow_run_filter=flt))
 
 
 def test_kill_9_of_promote_serve_while_three_wait_loses_no_decision(served: Served, tmp_path: Path) -> None:

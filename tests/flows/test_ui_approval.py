@@ -38,6 +38,7 @@ from promotion.local_s3 import LocalS3
 from promotion.models import ArtifactRecord, EnvState, Provenance
 from promotion.report import approval_description
 from tests.flows.harness import Run, Setup, wait_for_paused
+from tests.flows.test_suspended_approval import Served, wait_final, wait_suspended
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
@@ -285,16 +286,27 @@ def test_classic_ui_refused_answer_then_approval(
 
 
 def test_v2_ui_rejection_stops_the_promotion(
-    ui_setup: Setup, ui_url: str, page: Page, tmp_path: Path
+    ui_setup: Setup, ui_url: str, page: Page, tmp_path: Path, prefect_api: str, s3_server: LocalS3
 ) -> None:
-    from playwright.sync_api import expect
-
-    from flows.pipeline import promote_pipeline
+    """The product's main path: a run of the deployment, served by ``promote serve``, suspended
+    (no process) while the form waits; the answer resumes it and it re-enters to record it."""
 
     s = ui_setup
     d = s.publish(tmp_path)
-    run = Run(promote_pipeline, service="api", digest=str(d), config=str(s.config))
-    paused = wait_for_paused(run)
+    served = Served(
+        s.config, {**os.environ, "PREFECT_API_URL": prefect_api, **s3_server.env()}, tmp_path / "serve.log"
+    )
+    served.start()
+    try:
+        paused = served.start_run("api", d)
+        wait_suspended(paused)
+        _v2_reject(s, ui_url, page, tmp_path, paused)
+    finally:
+        served.stop()
+
+
+def _v2_reject(s: Setup, ui_url: str, page: Page, tmp_path: Path, paused: str) -> None:
+    from playwright.sync_api import expect
 
     page.goto(f"{ui_url}/v2/runs/flow-run/{paused}")
     page.get_by_role("button", name="Open menu").click()
@@ -313,12 +325,11 @@ def test_v2_ui_rejection_stops_the_promotion(
     fields.nth(1).fill("release freeze")
     dialog.get_by_role("button", name="Resume").click()
 
-    state = run.join()
+    state = wait_final(paused).state
     assert state.is_failed()
     assert state.message == (
         "stopped at prod: ApprovalRejected: promotion to prod rejected by bob: release freeze"
     )
-    assert state_of(paused).is_failed()
     assert approvals(s) == [("bob", "reject", True)]
     assert s.store.ledger.records("api")[-1].event == "rejected"
     assert "prod" not in s.store.ledger.state("api").environments
