@@ -886,9 +886,15 @@ def suspend_for_approval(service: str, digest: Digest, env: Environment, waiting
     suspend_flow_run(
         wait_for_input=form,
         timeout=max(1, int(remaining) + 1),
-        key=f"approval-{env.name}-{uuid.uuid4().hex[:12]}",
+        key=f"{_form_key_stem(env)}-{uuid.uuid4().hex[:12]}",
     )
     raise RuntimeError("suspend_flow_run returned without suspending")  # pragma: no cover
+
+
+def _form_key_stem(env: Environment) -> str:
+    """The pause key of this environment's approval forms, before the last '-' and a hex part
+    (keys allow letters, digits and dashes only: "prod" and "prod-eu" still differ)."""
+    return f"approval-{env.name}"
 
 
 def collect_answers(
@@ -906,8 +912,10 @@ def collect_answers(
     assert env.approval is not None
     policy = env.approval
     request = find_request(store.ledger, artifact.service, env.name, artifact.digest)
-    if request is None or request.flow_run_id != run_id:
+    if request is None:
         return []
+    # Answers given to this run's own forms, even when another run has continued the request
+    # since (both waited on it): they are answers to this request all the same.
     with get_client(sync_client=True) as client:
         states = client.read_flow_run_states(uuid.UUID(run_id))
         given: list[tuple[str, Any]] = []
@@ -915,6 +923,8 @@ def collect_answers(
             keyset = st.state_details.run_input_keyset if st.state_details else None
             if not keyset or not st.is_paused():
                 continue
+            if str(st.state_details.pause_key or "").rpartition("-")[0] != _form_key_stem(env):
+                continue  # the form of another environment's approval in this run
             key = keyset["response"]
             try:
                 raw = client.read_flow_run_input(uuid.UUID(run_id), key)

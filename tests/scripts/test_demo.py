@@ -33,10 +33,13 @@ def test_demo_runs_end_to_end_and_cleans_up() -> None:
     assert digest is not None
     assert "POST /hooks/standard -> 202" in out
     assert "the same delivery again -> 202, same run" in out
-    # dev and staging promoted before the pause; prod paused, then approved from the CLI
+    # dev and staging promoted before the approval; the pipeline run (of the deployment the
+    # webhook started) suspended at prod with no process left, then approved from the CLI
     assert re.search(r"hello sha256:\w{12}… → dev: Completed", out)
     assert re.search(r"hello sha256:\w{12}… → staging: Completed", out)
-    assert re.search(r"hello sha256:\w{12}… → prod: Paused", out)
+    assert re.search(r"hello sha256:\w{12}… → end: Suspended", out)
+    assert "the pipeline run is suspended: no process waits for the answer" in out
+    assert re.search(r"hello\s+prod\s+sha256:\w{12}", out)  # promote pending lists the request
     assert "approval by alice sent to" in out
     assert f"pipeline run: Completed: promoted {digest.group(1)[:19]} to prod" in out
     for env in ("dev", "staging", "prod"):
