@@ -17,12 +17,17 @@ use whichever its framework supports:
 
 * `Standard Webhooks <https://www.standardwebhooks.com/>`_: ``webhook-id`` (the payload's
   idempotency key, identical across retries), ``webhook-timestamp`` (Unix seconds) and
-  ``webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``. As in the reference
-  libraries, a secret of the form ``whsec_<base64>`` is base64-decoded to get the HMAC key; any
-  other secret is used as its UTF-8 bytes.
+  ``webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``. As in the spec and
+  its reference libraries, the HMAC key is the secret base64-decoded after an optional ``whsec_``
+  prefix. A ``whsec_`` secret that is not base64 is refused (:class:`WebhookSecretError`); a
+  secret without the prefix that is not base64 either is a plain shared secret, which no Standard
+  Webhooks verifier could use: the request then carries only the GitHub-style signature, and a
+  warning says so.
 * GitHub style: ``X-Promotion-Signature-256: sha256=<hex HMAC-SHA256 of the body>``, keyed with the
   secret string's UTF-8 bytes exactly as configured (``whsec_`` prefix included), which is what
   GitHub-style verifiers do with a configured secret.
+
+Both are computed by :mod:`promotion.signing`, the same code the CI webhook receiver checks with.
 
 Neither the secret nor the presigned URL's query string (it holds a signature that grants read
 access to the blob) ever appears in a message, a log record or an exception; see
@@ -32,10 +37,7 @@ access to the blob) ever appears in a message, a log record or an exception; see
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
-import hashlib
-import hmac
 import json
 import logging
 import re
@@ -52,6 +54,7 @@ from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from s3transfer.exceptions import S3CopyFailedError
 
+from promotion import signing
 from promotion.config import CopyTarget, WebhookTarget
 from promotion.digest import CHUNK_SIZE, Digest
 from promotion.errors import (
@@ -59,6 +62,7 @@ from promotion.errors import (
     BucketNotFound,
     DigestMismatch,
     PromotionError,
+    SigningSecretInvalid,
     StoreError,
     UsageError,
 )
@@ -565,38 +569,24 @@ class WebhookResult:
     body_excerpt: str
 
 
-def sign_payload(secret: bytes, body: bytes, timestamp: int, *, msg_id: str) -> str:
-    """The Standard Webhooks ``webhook-signature`` value: ``v1,<base64 HMAC-SHA256>``.
-
-    The HMAC key is ``secret`` (already decoded: for a ``whsec_<base64>`` secret, the decoded
-    bytes, see :func:`standard_webhooks_key`); the signed content is ``{msg_id}.{timestamp}.{body}``.
-    """
-    content = f"{msg_id}.{timestamp}.".encode() + body
-    mac = hmac.new(secret, content, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(mac).decode("ascii")
-
-
-def sign_body(secret: bytes, body: bytes) -> str:
-    """The GitHub-style ``X-Promotion-Signature-256`` value: ``sha256=<hex HMAC-SHA256 of body>``."""
-    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-
-
-def standard_webhooks_key(secret: str) -> bytes:
-    """The Standard Webhooks HMAC key of a secret: base64-decoded after ``whsec_``, else UTF-8."""
-    if not secret.startswith("whsec_"):
-        return secret.encode("utf-8")
+def _standard_webhooks_key(secret: str, safe_url: str) -> bytes | None:
+    """The Standard Webhooks key of the deploy secret, or None for a plain (non-base64) secret."""
     try:
-        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    except (binascii.Error, ValueError):
-        key = b""
-    if not key:
-        # Never echo the secret: say what is wrong with it, not what it is.
-        raise WebhookSecretError(
-            "the deploy webhook secret starts with 'whsec_' but the rest is not valid base64; "
-            "store a 'whsec_<base64>' secret (e.g. 'whsec_' + base64 of 24 random bytes) in the "
-            "webhook's secret block, or a secret without the 'whsec_' prefix"
-        )
-    return key
+        return signing.standard_webhooks_key(secret)
+    except SigningSecretInvalid:
+        if secret.strip().startswith(signing.WHSEC_PREFIX):
+            # Never echo the secret: say what is wrong with it, not what it is.
+            raise WebhookSecretError(
+                "the deploy webhook secret starts with 'whsec_' but the rest is not valid base64; "
+                "store a 'whsec_<base64>' secret (e.g. 'whsec_' + base64 of 24 random bytes) in the "
+                "webhook's secret block"
+            ) from None
+    log.warning(
+        "deploy webhook %s: its secret is not base64, so it cannot key a Standard Webhooks signature; "
+        "sending only X-Promotion-Signature-256 (store 'whsec_' + base64 of 24 random bytes to send both)",
+        safe_url,
+    )
+    return None
 
 
 def call_deploy_webhook(
@@ -631,8 +621,10 @@ def call_deploy_webhook(
     hidden: list[str] = []
     if secret is not None:
         raw = secret.get_secret_value()
-        headers["webhook-signature"] = sign_payload(standard_webhooks_key(raw), body, ts, msg_id=msg_id)
-        headers["X-Promotion-Signature-256"] = sign_body(raw.encode("utf-8"), body)
+        key = _standard_webhooks_key(raw, safe_url)
+        if key is not None:
+            headers["webhook-signature"] = signing.standard_webhooks_signature(key, msg_id, ts, body)
+        headers["X-Promotion-Signature-256"] = signing.github_signature(raw, body)
         hidden += [raw, raw.removeprefix("whsec_")]
     else:
         log.warning("deploy webhook %s has no secret: sending the request UNSIGNED", safe_url)

@@ -8,7 +8,7 @@ Three families, and what each means for a digest::
 
     PromotionError
     ├── UsageError (exit 2)            bad input: InvalidDigest, ConfigError, UnknownService,
-    │                                  UnknownEnvironment, EvidenceError
+    │                                  UnknownEnvironment, EvidenceError, SigningSecretInvalid
     ├── InfrastructureError (exit 1)   NOT a verdict: the product could not ask its question
     │   ├── StoreUnreachable           S3 endpoint down, connection refused/reset       (transient)
     │   ├── StoreUnavailable           S3 5xx, throttling, timeouts, a body cut short,
@@ -113,6 +113,13 @@ class UnknownEnvironment(UsageError):
 
 class EvidenceError(UsageError):
     """An evidence file given at publish time is unusable (missing file, unknown kind)."""
+
+
+class SigningSecretInvalid(UsageError):
+    """A Standard Webhooks secret that is not ``whsec_<base64>`` cannot key a signature.
+
+    The message says what is wrong with the secret, never what it is.
+    """
 
 
 # --- operation failures (exit 1) -------------------------------------------------------------

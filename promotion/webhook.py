@@ -51,12 +51,8 @@ Prefect, boto3 or uvicorn.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextvars
 import enum
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -77,12 +73,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from promotion import signing
 from promotion.config import Name, Pipeline, WebhookSource
 from promotion.digest import Digest
 from promotion.errors import (
     ArtifactNotFound,
     ConfigError,
     PromotionError,
+    SigningSecretInvalid,
     StoreError,
     UnknownEnvironment,
     UnknownService,
@@ -529,16 +527,8 @@ def interpret(source: str, headers: Mapping[str, str], body: bytes) -> Intent | 
 # --- signatures -----------------------------------------------------------------------------------
 
 
-def _raw(header: str) -> bytes:
-    # Starlette decodes header bytes as latin-1; this gives the bytes back, so compare_digest never
-    # sees a non-ASCII str (it raises TypeError on those).
-    return header.encode("latin-1", errors="replace")
-
-
-def github_signature(secret: SecretStr, body: bytes) -> str:
-    """The ``X-Hub-Signature-256`` value GitHub sends for ``body``."""
-    mac = hmac.new(secret.get_secret_value().encode("utf-8"), body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
+# The schemes themselves are computed in promotion.signing (shared with the deploy webhook and the
+# demo); this section maps what does not match to the receiver's 401 answers.
 
 
 def verify_github(secret: SecretStr, body: bytes, header: str | None) -> None:
@@ -548,7 +538,7 @@ def verify_github(secret: SecretStr, body: bytes, header: str | None) -> None:
             "X-Hub-Signature-256 is missing: set the webhook's secret in GitHub (Settings -> "
             "Webhooks) so GitHub signs deliveries"
         )
-    if not hmac.compare_digest(github_signature(secret, body).encode("ascii"), _raw(header.strip())):
+    if not signing.github_signature_matches(secret.get_secret_value(), body, header):
         raise SignatureInvalid(
             "X-Hub-Signature-256 does not match the body: the secret in GitHub differs from the "
             "receiver's, or the body was changed on the way (sign the exact bytes sent)"
@@ -561,29 +551,11 @@ def verify_gitlab(secret: SecretStr, header: str | None) -> None:
         raise SignatureMissing(
             "X-Gitlab-Token is missing: set the webhook's secret token in GitLab (Settings -> Webhooks)"
         )
-    if not hmac.compare_digest(secret.get_secret_value().encode("utf-8"), _raw(header)):
+    if not signing.secrets_match(secret.get_secret_value(), header):
         raise SignatureInvalid(
             "X-Gitlab-Token does not match the receiver's secret for source gitlab: update the "
             "webhook's secret token in GitLab"
         )
-
-
-def standard_key(secret: SecretStr) -> bytes:
-    """The HMAC key of a Standard Webhooks secret: ``whsec_<base64>`` decoded (prefix optional)."""
-    text = secret.get_secret_value().strip().removeprefix("whsec_")
-    try:
-        key = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("the Standard Webhooks secret is not whsec_<base64>") from None
-    if not key:
-        raise ValueError("the Standard Webhooks secret is empty")
-    return key
-
-
-def standard_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """``v1,<base64 HMAC-SHA256 of "id.timestamp.body">``, as a Standard Webhooks sender signs."""
-    signed = _raw(msg_id) + b"." + str(timestamp).encode("ascii") + b"." + body
-    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode("ascii")
 
 
 def verify_standard(
@@ -598,7 +570,8 @@ def verify_standard(
 ) -> None:
     """Raise unless one ``v1`` signature matches and the timestamp is within ``tolerance`` of ``now``.
 
-    A secret that is not ``whsec_<base64>`` raises ``ValueError`` (the receiver checks it first).
+    A secret that is not ``whsec_<base64>`` raises :class:`~promotion.errors.SigningSecretInvalid`
+    (the receiver checks it before serving the source).
     """
     if not msg_id or not timestamp or not signature:
         absent = [
@@ -617,10 +590,8 @@ def verify_standard(
     if not _TIMESTAMP_RE.fullmatch(timestamp.strip()):
         raise SignatureInvalid("webhook-timestamp must be whole seconds since the Unix epoch")
     ts = int(timestamp.strip())
-    key = standard_key(secret)
-    expected = standard_signature(key, msg_id, ts, body).encode("ascii")
-    given = [s for s in signature.split(" ") if s]
-    if not any(hmac.compare_digest(expected, _raw(s)) for s in given):
+    key = signing.standard_webhooks_key(secret.get_secret_value())
+    if not signing.standard_webhooks_signature_matches(key, msg_id, ts, body, signature):
         raise SignatureInvalid(
             "no webhook-signature entry matches: expected a 'v1,<base64>' entry signed with the "
             "receiver's secret over webhook-id.webhook-timestamp.body"
@@ -1035,8 +1006,8 @@ class _Receiver:
             raise unavailable
         if source == "standard":
             try:
-                standard_key(secret)
-            except ValueError as exc:
+                signing.standard_webhooks_key(secret.get_secret_value())
+            except SigningSecretInvalid as exc:
                 logger.error("webhook source standard: %s; fix the secret on the receiver", exc)
                 raise unavailable from None
         return secret

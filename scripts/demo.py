@@ -33,8 +33,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from promotion.deploy import sign_payload, standard_webhooks_key  # noqa: E402
 from promotion.local_s3 import LocalS3  # noqa: E402
+from promotion.signing import standard_webhooks_key, standard_webhooks_signature  # noqa: E402
 from scripts.build_example_artifact import build  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -241,7 +241,7 @@ def main() -> int:
             "content-type": "application/json",
             "webhook-id": msg_id,
             "webhook-timestamp": str(ts),
-            "webhook-signature": sign_payload(standard_webhooks_key(secret), body, ts, msg_id=msg_id),
+            "webhook-signature": standard_webhooks_signature(standard_webhooks_key(secret), msg_id, ts, body),
         }
         answer = httpx.post(f"http://127.0.0.1:{hook_port}/hooks/standard", content=body, headers=headers)
         print(f"POST /hooks/standard -> {answer.status_code} {answer.text}", flush=True)
