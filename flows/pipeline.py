@@ -44,7 +44,6 @@ from promotion.errors import (
     StageHeldBack,
     VerificationFailed,
 )
-from promotion.evaluate import pre_deploy_gates
 from promotion.gates import GateResult
 from promotion.identity import current_actor
 from promotion.lock import Holder, StoreLock
@@ -56,7 +55,7 @@ from promotion.requests import ApprovalRequest, answer_details, find_request, re
 from promotion.store import ArtifactStore
 from tasks import report
 from tasks.deploy import deploy, verify_live
-from tasks.gates import evaluate_gate
+from tasks.gates import evaluate_stage_gates
 
 _logging.install()
 
@@ -304,11 +303,7 @@ def _run_gates(
 ) -> list[GateResult]:
     logger = get_run_logger()
     now = utcnow()
-    futures = [
-        evaluate_gate.submit(gate, store, artifact, env.name, prev_name, previous, now, previous_until)
-        for gate in pre_deploy_gates(env)
-    ]
-    results = [f.result() for f in futures]
+    results = evaluate_stage_gates(store, artifact, env, prev_name, previous, now, previous_until).results
     for r in results:
         (logger.info if r.passed else logger.warning)(
             "gate %s %s: %s", r.gate, "passed" if r.passed else "FAILED", "; ".join(r.reasons)

@@ -23,7 +23,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -261,9 +261,48 @@ Gate = Annotated[
     | PrometheusGate,
     Field(discriminator="kind"),
 ]
-GATE_KINDS = ("tests", "coverage", "scan", "perf", "soak", "window", "policy", "http", "prometheus")
-#: Gates that look at the running environment, so they run after deploy.
-LIVE_GATE_KINDS = frozenset({"http", "prometheus"})
+#: The gate models a pipeline file may use, in the order of the error messages' "allowed:" list.
+#: The gate registry (promotion.gate_registry) owns what a kind is; it hands the models of every
+#: registered kind to :func:`use_gate_models`, which is how a kind added there becomes valid here.
+_gate_models: tuple[type[GateBase], ...] = (
+    TestsGate,
+    CoverageGate,
+    ScanGate,
+    PerfGate,
+    SoakGate,
+    WindowGate,
+    PolicyGate,
+    HttpCheckGate,
+    PrometheusGate,
+)
+
+
+def gate_kind_name(model: type[GateBase]) -> str:
+    """The ``kind:`` value a gate model is selected by (its ``kind`` field's one literal)."""
+    values = get_args(model.model_fields["kind"].annotation)
+    if len(values) != 1 or not isinstance(values[0], str):
+        raise TypeError(f"{model.__name__}.kind must be a Literal of exactly one string")
+    return values[0]
+
+
+def gate_kind_names() -> tuple[str, ...]:
+    return tuple(gate_kind_name(m) for m in _gate_models)
+
+
+def use_gate_models(models: tuple[type[GateBase], ...]) -> None:
+    """Validate ``gates:`` against exactly these models (called by the gate registry).
+
+    The static :data:`Gate` union stays the type the code is checked with; the models that
+    contain gates are rebuilt so that parsing accepts the registered kinds.
+    """
+    global _gate_models
+    if models == _gate_models:
+        return
+    _gate_models = models
+    union: Any = Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007 - built at run time
+    Environment.model_fields["gates"].annotation = list[union]
+    Environment.model_rebuild(force=True)
+    Pipeline.model_rebuild(force=True)
 
 
 # --- approval and deployment ----------------------------------------------------------------------
@@ -553,7 +592,7 @@ def _loc_to_path(data: Any, loc: tuple[int | str, ...]) -> str:
                 node = None
             continue
         # discriminated unions add the tag to the location; it is not a field of the file
-        if part in GATE_KINDS and isinstance(node, dict) and node.get("kind") == part:
+        if part in gate_kind_names() and isinstance(node, dict) and node.get("kind") == part:
             continue
         out += f".{part}" if out else str(part)
         node = node.get(part) if isinstance(node, dict) else None
@@ -566,9 +605,9 @@ def _describe_error(data: Any, err: Any) -> str:
     if err["type"] == "extra_forbidden":
         msg = "unknown key (check the spelling; see the pipeline file reference in README.md)"
     elif err["type"] == "union_tag_invalid":
-        msg = f"unknown gate kind {err['input'].get('kind')!r}; allowed: {', '.join(GATE_KINDS)}"
+        msg = f"unknown gate kind {err['input'].get('kind')!r}; allowed: {', '.join(gate_kind_names())}"
     elif err["type"] == "union_tag_not_found":
-        msg = f"missing 'kind'; allowed: {', '.join(GATE_KINDS)}"
+        msg = f"missing 'kind'; allowed: {', '.join(gate_kind_names())}"
     elif err["type"].startswith("value_error"):
         msg = msg.removeprefix("Value error, ")
     inp = err.get("input")

@@ -1,41 +1,36 @@
-"""Run one gate against everything it may look at. Pure apart from the evidence loader.
+"""Run a stage's gates against everything they may look at. Pure apart from the evidence loader.
 
-The Prefect gate task, ``promote plan`` and the sweep call :func:`evaluate`. A gate that cannot
-be evaluated because of its evidence (a malformed report, corrupt bytes) fails, with the error as
-its reason. An :class:`~promotion.errors.InfrastructureError` (S3 down or answering 503 while the
-evidence is read) is raised instead: it says nothing about the build, so it must never become a
-failed gate that the stage would record as a rejection. The gate task retries it.
+:func:`evaluate_stage` is the one evaluation path: the stage flow (through the gate tasks),
+``promote plan`` and the nightly sweep all call it, and read from its :class:`StageGates` which
+failures are hard and which only mean "wait", and when waiting ends. What each gate kind does
+comes from :mod:`promotion.gate_registry`.
+
+A gate that cannot be evaluated because of its evidence (a malformed report, corrupt bytes)
+fails, with the error as its reason. An :class:`~promotion.errors.InfrastructureError` (S3 down
+or answering 503 while the evidence is read) is raised instead: it says nothing about the build,
+so it must never become a failed gate that the stage would record as a rejection. The gate task
+retries it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from promotion import gates as g
-from promotion.config import (
-    CoverageGate,
-    Environment,
-    Gate,
-    PerfGate,
-    PolicyGate,
-    ScanGate,
-    SoakGate,
-    TestsGate,
-    WindowGate,
-    format_duration,
-)
+from promotion.config import Environment, Gate, format_duration
 from promotion.digest import Digest
 from promotion.errors import InfrastructureError, PromotionError
 from promotion.evidence import (
     MAX_EVIDENCE_BYTES as MAX_EVIDENCE_BYTES,  # re-export: evidence over the parsers' limit is not downloaded
 )
+from promotion.gate_registry import gate_kind
 from promotion.gates import GateResult
 from promotion.models import ArtifactRecord, EnvState, EvidenceRef
 
-#: The evidence kind attached at publish that each evidence gate reads.
-EVIDENCE_FOR = {"tests": "junit", "coverage": "coverage", "scan": "sarif", "perf": "perf"}
+if TYPE_CHECKING:
+    from promotion.store import ArtifactStore
 
 
 @dataclass(frozen=True)
@@ -51,6 +46,33 @@ class GateContext:
     load_evidence: Callable[[EvidenceRef], bytes]
     #: When the digest left the previous environment (replaced by a newer build); None: still there.
     previous_until: dt.datetime | None = None
+
+    def reports(self, evidence_kind: str) -> list[bytes]:
+        """Every report of ``evidence_kind`` attached to the artifact, in publish order."""
+        return [self.load_evidence(ref) for ref in self.artifact.evidence if ref.kind == evidence_kind]
+
+
+def gate_context(
+    store: ArtifactStore,
+    environment: Environment,
+    artifact: ArtifactRecord,
+    previous_env: str | None,
+    previous: EnvState | None,
+    now: dt.datetime,
+    previous_until: dt.datetime | None = None,
+) -> GateContext:
+    """The context of a stage's gates; evidence is read from the store by digest (and re-checked)."""
+    return GateContext(
+        service=artifact.service,
+        digest=artifact.digest,
+        environment=environment,
+        artifact=artifact,
+        previous_env=previous_env,
+        previous=previous,
+        now=now,
+        load_evidence=lambda ref: store.fetch_bytes(ref.digest, max_size=MAX_EVIDENCE_BYTES),
+        previous_until=previous_until,
+    )
 
 
 def evaluate(gate: Gate, ctx: GateContext) -> GateResult:
@@ -74,51 +96,131 @@ def errored(name: str, kind: str, reason: str) -> GateResult:
     )
 
 
-def _reports(kind: str, ctx: GateContext) -> list[bytes]:
-    return [ctx.load_evidence(ref) for ref in ctx.artifact.evidence if ref.kind == kind]
+@dataclass(frozen=True)
+class EvidenceExpiry:
+    """An evidence gate's evidence is older than its ``max_age``."""
+
+    evidence: str
+    age: dt.timedelta
+    max_age: dt.timedelta
+
+
+def evidence_expiry(gate: Gate, artifact: ArtifactRecord, now: dt.datetime) -> EvidenceExpiry | None:
+    """Whether ``gate`` reads evidence whose ``max_age`` has passed (the one expiry rule)."""
+    evidence = gate_kind(gate.kind).evidence
+    if evidence is None or gate.max_age is None:
+        return None
+    age = now - artifact.created_at
+    return EvidenceExpiry(evidence, age, gate.max_age) if age > gate.max_age else None
 
 
 def _dispatch(gate: Gate, ctx: GateContext) -> GateResult:
-    if gate.kind in EVIDENCE_FOR and gate.max_age is not None:
-        age = ctx.now - ctx.artifact.created_at
-        if age > gate.max_age:
-            return GateResult(
-                gate=gate.name or gate.kind,
-                kind=gate.kind,
-                passed=False,
-                measured={"evidence_age": format_duration(age)},
-                thresholds={"max_age": format_duration(gate.max_age)},
-                reasons=[
-                    f"evidence expired: {EVIDENCE_FOR[gate.kind]} published {format_duration(age)} ago "
-                    f"(max_age {format_duration(gate.max_age)}); re-run the check and publish again"
-                ],
-            )
-    if isinstance(gate, TestsGate):
-        return g.evaluate_tests(gate, _reports("junit", ctx))
-    if isinstance(gate, CoverageGate):
-        return g.evaluate_coverage(gate, _reports("coverage", ctx))
-    if isinstance(gate, ScanGate):
-        return g.evaluate_scan(gate, _reports("sarif", ctx))
-    if isinstance(gate, PerfGate):
-        return g.evaluate_perf(gate, _reports("perf", ctx))
-    if isinstance(gate, SoakGate):
-        return g.evaluate_soak(
-            gate, ctx.previous, ctx.previous_env, ctx.now, digest=str(ctx.digest), until=ctx.previous_until
+    kind = gate_kind(gate.kind)
+    expired = evidence_expiry(gate, ctx.artifact, ctx.now)
+    if expired is not None:
+        return GateResult(
+            gate=gate.name or gate.kind,
+            kind=gate.kind,
+            passed=False,
+            measured={"evidence_age": format_duration(expired.age)},
+            thresholds={"max_age": format_duration(expired.max_age)},
+            reasons=[
+                f"evidence expired: {expired.evidence} published {format_duration(expired.age)} ago "
+                f"(max_age {format_duration(expired.max_age)}); re-run the check and publish again"
+            ],
         )
-    if isinstance(gate, WindowGate):
-        return g.evaluate_window(gate, ctx.now)
-    if isinstance(gate, PolicyGate):
-        return g.evaluate_policy(gate, ctx.artifact, ctx.environment)
-    return errored(gate.name or gate.kind, gate.kind, f"{gate.kind} is a live check: it runs after deploy")
+    if kind.evaluate is None:
+        return errored(
+            gate.name or gate.kind, gate.kind, f"{gate.kind} is a live check: it runs after deploy"
+        )
+    return kind.evaluate(gate, ctx)
 
 
 def pre_deploy_gates(env: Environment) -> list[Gate]:
-    from promotion.config import LIVE_GATE_KINDS
-
-    return [gate for gate in env.gates if gate.kind not in LIVE_GATE_KINDS]
+    return [gate for gate in env.gates if not gate_kind(gate.kind).live]
 
 
 def live_gates(env: Environment) -> list[Gate]:
-    from promotion.config import LIVE_GATE_KINDS
+    return [gate for gate in env.gates if gate_kind(gate.kind).live]
 
-    return [gate for gate in env.gates if gate.kind in LIVE_GATE_KINDS]
+
+def check_live(gate: Gate) -> GateResult:
+    """Run a live gate's check against the running environment (after deploy)."""
+    check = gate_kind(gate.kind).live_check
+    if check is None:
+        raise ValueError(f"{gate.kind} is not a live check: it runs before deploy")
+    return check(gate)
+
+
+#: How a stage's gates are run: in turn (the default), or as concurrent Prefect tasks (the flow).
+GateRunner = Callable[[Sequence[Gate], GateContext], list[GateResult]]
+
+
+def _in_turn(gates: Sequence[Gate], ctx: GateContext) -> list[GateResult]:
+    return [evaluate(gate, ctx) for gate in gates]
+
+
+@dataclass(frozen=True)
+class StageGates:
+    """The verdicts of a stage's pre-deploy gates, and what they mean together."""
+
+    context: GateContext
+    results: list[GateResult]
+
+    @property
+    def failing(self) -> list[GateResult]:
+        return [r for r in self.results if not r.passed]
+
+    @property
+    def hard(self) -> list[GateResult]:
+        """Failures waiting cannot end: every failure except a time gate's "not yet".
+
+        A soak that stopped (the digest left the previous environment) can never be met by
+        waiting, so it is hard too.
+        """
+        return [r for r in self.failing if not self._waitable(r)]
+
+    @property
+    def waiting(self) -> list[GateResult]:
+        """Failures of time gates that pass by themselves later (see :meth:`ready_at`)."""
+        return [r for r in self.failing if self._waitable(r)]
+
+    def _waitable(self, result: GateResult) -> bool:
+        kind = gate_kind(result.kind)
+        if not kind.time_based:
+            return False
+        return not (kind.ends_with_previous_stay and self.context.previous_until is not None)
+
+    def ready_at(self, start: dt.datetime) -> dt.datetime:
+        """The first moment at or after ``start`` at which every time gate of the stage passes."""
+        t = start
+        for _ in range(8):  # soak and windows can push each other; a few rounds settle it
+            moved = False
+            for gate in self.context.environment.gates:
+                ready = gate_kind(gate.kind).ready_at
+                at = ready(gate, self.context, t) if ready is not None else None
+                if at is not None and at > t:
+                    t, moved = at, True
+            if not moved:
+                break
+        return t
+
+
+def evaluate_stage(
+    store: ArtifactStore,
+    environment: Environment,
+    artifact: ArtifactRecord,
+    previous: EnvState | None,
+    now: dt.datetime,
+    *,
+    previous_env: str | None,
+    previous_until: dt.datetime | None = None,
+    run_gates: GateRunner = _in_turn,
+) -> StageGates:
+    """Evaluate every pre-deploy gate of ``environment`` for ``artifact``: the one evaluation path.
+
+    ``previous`` is the digest's stay in ``previous_env`` (what soak measures), ``previous_until``
+    when it left there. Raises :class:`InfrastructureError` when the evidence cannot be read.
+    """
+    ctx = gate_context(store, environment, artifact, previous_env, previous, now, previous_until)
+    return StageGates(ctx, run_gates(pre_deploy_gates(environment), ctx))

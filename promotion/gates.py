@@ -443,6 +443,17 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
+def soak_met_at(gate: SoakGate, previous: EnvState | None, digest: str | None = None) -> dt.datetime | None:
+    """When the digest's stay in the previous environment reaches ``min_duration``.
+
+    None when ``previous`` (what runs there) is not the digest, so no soak is under way. The one
+    place the soak arithmetic lives: the soak gate and the plan's "earliest" both use it.
+    """
+    if previous is None or (digest is not None and str(previous.digest) != str(digest)):
+        return None
+    return _utc(previous.since) + gate.min_duration
+
+
 def evaluate_soak(
     gate: SoakGate,
     previous: EnvState | None,
@@ -487,7 +498,8 @@ def evaluate_soak(
     since = _utc(previous.since)
     left = _utc(until) if until is not None and _utc(until) < _utc(now) else None
     elapsed = (left or _utc(now)) - since
-    met_at = since + gate.min_duration
+    met_at = soak_met_at(gate, previous)
+    assert met_at is not None  # previous runs the digest: checked above
     measured.update(
         {
             "since": since.isoformat(),

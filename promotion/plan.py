@@ -10,15 +10,14 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from promotion.config import Environment, Pipeline, SoakGate, WindowGate
+from promotion.config import Environment, Pipeline
 from promotion.digest import Digest
-from promotion.evaluate import MAX_EVIDENCE_BYTES, GateContext, evaluate, pre_deploy_gates
-from promotion.gates import GateResult, next_opening
+from promotion.evaluate import evaluate_stage
+from promotion.gates import GateResult
 from promotion.models import ArtifactRecord, EnvState, LedgerState, utcnow
 from promotion.reach import DigestHistory, digest_history
 from promotion.store import ArtifactStore
 
-TIME_GATES = frozenset({"soak", "window"})
 Action = Literal["promote", "await_approval", "wait", "blocked", "not_reached"]
 
 
@@ -131,25 +130,6 @@ def _approval_text(env: Environment) -> str | None:
     return f"{a.min_approvals} of {', '.join(a.approvers)} (timeout {a.timeout})"
 
 
-def _earliest(env: Environment, previous: EnvState | None, digest: Digest, now: dt.datetime) -> dt.datetime:
-    """The first moment every time gate of ``env`` passes, given what runs in the previous stage."""
-    t = now
-    for _ in range(8):  # soak and windows can push each other; a few rounds settle it
-        moved = False
-        for gate in env.gates:
-            if isinstance(gate, SoakGate) and previous is not None and previous.digest == digest:
-                met = previous.since + gate.min_duration
-                if met > t:
-                    t, moved = met, True
-            if isinstance(gate, WindowGate):
-                opening = next_opening(gate, t)
-                if opening is not None and opening > t:
-                    t, moved = opening, True
-        if not moved:
-            break
-    return t
-
-
 def plan(
     store: ArtifactStore,
     service: str,
@@ -186,29 +166,17 @@ def plan(
         if prev_name and previous is None:
             # The digest is not there yet: assume it arrives when the previous stage would promote.
             previous = EnvState(digest=digest, version=artifact.version, since=projected, by="(plan)", seq=0)
-        ctx = GateContext(
-            service=service,
-            digest=digest,
-            environment=env,
-            artifact=artifact,
-            previous_env=prev_name,
-            previous=previous,
-            now=now,
-            load_evidence=lambda ref: store.fetch_bytes(ref.digest, max_size=MAX_EVIDENCE_BYTES),
-            previous_until=until,
+        gates = evaluate_stage(
+            store, env, artifact, previous, now, previous_env=prev_name, previous_until=until
         )
-        results = [evaluate(gate, ctx) for gate in pre_deploy_gates(env)]
-        # A soak that stopped (the digest left the previous environment) can never be met by waiting.
-        hard = [
-            r for r in results if not r.passed and (r.kind not in TIME_GATES or (r.kind == "soak" and until))
-        ]
+        results, hard = gates.results, gates.hard
         stage = StagePlan(env.name, "promote", results, approval=_approval_text(env))
         if hard:
             stage.action = "blocked"
             stage.reasons = [f"{r.gate}: {'; '.join(r.reasons)}" for r in hard]
             blocked = True
         else:
-            earliest = _earliest(env, previous, digest, projected)
+            earliest = gates.ready_at(projected)
             if earliest > now:
                 stage.action, stage.earliest = "wait", earliest
                 stage.reasons = [f"{r.gate}: {'; '.join(r.reasons)}" for r in results if not r.passed]

@@ -57,11 +57,10 @@ from promotion.errors import (
     InvalidDigest,
     PromotionError,
 )
-from promotion.evaluate import EVIDENCE_FOR, MAX_EVIDENCE_BYTES, GateContext, evaluate, pre_deploy_gates
+from promotion.evaluate import evaluate_stage, evidence_expiry
 from promotion.gates import GateResult
 from promotion.ledger import SEQ_WIDTH, Tip
 from promotion.models import ArtifactRecord, EnvState, LedgerRecord, LedgerState, utcnow
-from promotion.plan import TIME_GATES
 from promotion.s3 import S3
 from promotion.store import ArtifactStore
 
@@ -465,13 +464,13 @@ def _roles(pipeline: Pipeline, state: LedgerState) -> dict[str, list[str]]:
 
 def _expired(env: Environment, artifact: ArtifactRecord, now: dt.datetime) -> tuple[str, str] | None:
     """(gate, reason) of the first evidence gate of ``env`` whose ``max_age`` has passed."""
-    age = now - artifact.created_at
     for gate in env.gates:
-        if gate.kind in EVIDENCE_FOR and gate.max_age is not None and age > gate.max_age:
-            kind = EVIDENCE_FOR[gate.kind]
-            return gate.name or gate.kind, (
-                f"evidence expired: {kind} published {format_duration(age)} ago, max_age "
-                f"{format_duration(gate.max_age)} on the {gate.name or gate.kind} gate of {env.name}"
+        expired = evidence_expiry(gate, artifact, now)
+        if expired is not None:
+            name = gate.name or gate.kind
+            return name, (
+                f"evidence expired: {expired.evidence} published {format_duration(expired.age)} ago, "
+                f"max_age {format_duration(expired.max_age)} on the {name} gate of {env.name}"
             )
     return None
 
@@ -796,19 +795,8 @@ def _decide_one(
             f"{env.name} runs {current.digest.short}, published after this one: the sweep never moves an "
             "environment back (roll back by hand)"
         )
-    ctx = GateContext(
-        service=artifact.service,
-        digest=d,
-        environment=env,
-        artifact=artifact,
-        previous_env=prev_name,
-        previous=source if prev_name else None,
-        now=now,
-        load_evidence=lambda ref: store.fetch_bytes(ref.digest, max_size=MAX_EVIDENCE_BYTES),
-    )
-    results = [evaluate(gate, ctx) for gate in pre_deploy_gates(env)]
-    failing = [r for r in results if not r.passed]
-    hard = [r for r in failing if r.kind not in TIME_GATES]
+    gates = evaluate_stage(store, env, artifact, source if prev_name else None, now, previous_env=prev_name)
+    results, failing, hard = gates.results, gates.failing, gates.hard
     if hard:
         return skip("gate failed: " + " | ".join(f"{r.gate}: {'; '.join(r.reasons)}" for r in hard), results)
     if failing:

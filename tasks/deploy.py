@@ -8,12 +8,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import SecretStr
 
-from promotion.config import HttpCheckGate, PrometheusGate
 from promotion.deploy import DeployPayload, call_deploy_webhook, copy_to_target, presign_blob
 from promotion.digest import Digest
-from promotion.evaluate import live_gates
+from promotion.evaluate import check_live, live_gates
 from promotion.gates import GateResult
-from promotion.live import check_http, check_prometheus
 from promotion.store import ArtifactStore
 from tasks.gates import INFRA_RETRY_DELAYS_S, retry_on_infrastructure
 
@@ -93,10 +91,4 @@ def deploy(
 @task(name="verify-live", cache_policy=NO_CACHE)
 def verify_live(store: ArtifactStore, environment: str) -> list[GateResult]:
     """Run the environment's live checks (http, prometheus) against what was just deployed."""
-    results: list[GateResult] = []
-    for gate in live_gates(store.pipeline.environment(environment)):
-        if isinstance(gate, HttpCheckGate):
-            results.append(check_http(gate))
-        elif isinstance(gate, PrometheusGate):
-            results.append(check_prometheus(gate))
-    return results
+    return [check_live(gate) for gate in live_gates(store.pipeline.environment(environment))]

@@ -1,17 +1,18 @@
-"""Gate tasks: thin ``@task`` wrappers over :func:`promotion.evaluate.evaluate`."""
+"""Gate tasks: the task layer over :func:`promotion.evaluate.evaluate_stage`, one task run per gate."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
 
-from promotion.config import Gate
+from promotion.config import Environment, Gate
 from promotion.errors import is_transient
-from promotion.evaluate import MAX_EVIDENCE_BYTES, GateContext, evaluate
+from promotion.evaluate import GateContext, StageGates, evaluate, evaluate_stage, gate_context
 from promotion.gates import GateResult
 from promotion.models import ArtifactRecord, EnvState
 from promotion.store import ArtifactStore
@@ -62,15 +63,49 @@ def evaluate_gate(
     Raises :class:`~promotion.errors.InfrastructureError` when S3 keeps failing (after the
     task's retries): the stage then ends errored, never with a failed gate.
     """
-    ctx = GateContext(
-        service=artifact.service,
-        digest=artifact.digest,
-        environment=store.pipeline.environment(environment),
-        artifact=artifact,
-        previous_env=previous_env,
-        previous=previous,
-        now=now,
-        load_evidence=lambda ref: store.fetch_bytes(ref.digest, max_size=MAX_EVIDENCE_BYTES),
-        previous_until=previous_until,
-    )
+    env = store.pipeline.environment(environment)
+    ctx = gate_context(store, env, artifact, previous_env, previous, now, previous_until)
     return evaluate(gate, ctx)
+
+
+def evaluate_stage_gates(
+    store: ArtifactStore,
+    artifact: ArtifactRecord,
+    env: Environment,
+    previous_env: str | None,
+    previous: EnvState | None,
+    now: dt.datetime,
+    previous_until: dt.datetime | None = None,
+) -> StageGates:
+    """:func:`~promotion.evaluate.evaluate_stage` with each gate in its own (concurrent) task run.
+
+    A gate per task keeps each verdict, and each retry of an S3 hiccup, visible on its own in
+    the Prefect UI; the task rebuilds the same context from plain parameters.
+    """
+
+    def in_tasks(gates: Sequence[Gate], ctx: GateContext) -> list[GateResult]:
+        futures = [
+            evaluate_gate.submit(
+                gate,
+                store,
+                ctx.artifact,
+                ctx.environment.name,
+                ctx.previous_env,
+                ctx.previous,
+                ctx.now,
+                ctx.previous_until,
+            )
+            for gate in gates
+        ]
+        return [f.result() for f in futures]
+
+    return evaluate_stage(
+        store,
+        env,
+        artifact,
+        previous,
+        now,
+        previous_env=previous_env,
+        previous_until=previous_until,
+        run_gates=in_tasks,
+    )
