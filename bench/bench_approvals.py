@@ -523,7 +523,18 @@ def resume_and_time(
         b.check(f"{label}: {service} resumed", False, f"{type(exc).__name__}: {exc}")
         return None
     try:
-        rec = poll(f"{service}: promoted prod", 180, lambda: b.promoted_prod(service, digest), every=0.25)
+
+        def promoted() -> LedgerRecord | None:
+            rec = b.promoted_prod(service, digest)
+            if rec is None and done():
+                # Ended: read once more (the record may have come just before the end), then
+                # stop waiting for a record that will not come.
+                rec = b.promoted_prod(service, digest)
+                if rec is None:
+                    raise BenchError(f"{service}: the run ended without a promoted prod record")
+            return rec
+
+        rec = poll(f"{service}: promoted prod", 180, promoted, every=0.25)
         poll(f"{service}: run finished", 120, done)
     except BenchError as exc:
         b.check(f"{label}: {service} promoted to prod after the answer", False, str(exc))
