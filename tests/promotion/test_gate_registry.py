@@ -217,3 +217,24 @@ def test_a_registered_kind_runs_in_evaluate_stage_plan_and_sweep(
     assert (
         decision.reason == "gate failed: licence: licence GPL-3.0 is not allowed (allowed: MIT, Apache-2.0)"
     )
+
+
+def test_the_stage_flow_runs_a_registered_kind_as_a_gate_task(
+    toy_kinds: None, prefect_api: str, s3_server: LocalS3, prefix: str, tmp_path: Path
+) -> None:
+    from flows.pipeline import promote_pipeline
+
+    config = tmp_path / "promotion.yaml"
+    config.write_text(_text(s3_server, prefix))
+    store = ArtifactStore(parse_pipeline(config.read_text()))
+    bad = _publish_in_dev(store, tmp_path, "GPL-3.0")
+
+    state = promote_pipeline(service="api", digest=str(bad), config=str(config), return_state=True)
+    assert state.is_failed()
+    assert state.message == (
+        "stopped at staging: GateFailed: gate licence failed: "
+        "licence: licence GPL-3.0 is not allowed (allowed: MIT, Apache-2.0)"
+    )
+    rejected = store.ledger.records("api")[-1]
+    assert (rejected.event, rejected.environment) == ("rejected", "staging")
+    assert [(g["kind"], g["passed"]) for g in rejected.gates] == [("licence", False)]
