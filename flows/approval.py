@@ -11,13 +11,14 @@ import datetime as dt
 import math
 import os
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 from prefect import get_run_logger, pause_flow_run
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 from pydantic import Field
 
+from promotion.answers import form_ready as form_ready  # defined there: promotion/ imports no flows/
 from promotion.approval import Decision, Tally, Verdict
 
 
@@ -82,27 +83,3 @@ def wait_for_approvals(
             logger.warning("%s by %s refused: %s", decision.decision, decision.approver, verdict.why)
         tally, seen = read_tally()
     return tally
-
-
-def form_ready(client: Any, flow_run: Any) -> bool:
-    """Whether a paused run's resume form is stored yet.
-
-    Prefect marks the run PAUSED a moment before it saves the form's schema; a resume in between
-    is refused ("Run input schema not found"), so answer only once this is true.
-    """
-    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-    from prefect.input.run_input import keyset_from_paused_state
-
-    state = flow_run.state
-    if state is None or not state.is_paused():
-        return False
-    try:
-        client.read_flow_run_input(flow_run.id, keyset_from_paused_state(state)["schema"])
-    except ObjectNotFound:
-        return False
-    except PrefectHTTPStatusError as exc:
-        # The sync client raises the bare 404 ("Flow run input not found") for a form not stored yet.
-        if exc.response.status_code == 404:
-            return False
-        raise
-    return True

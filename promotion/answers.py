@@ -234,10 +234,32 @@ def only_request(pipeline: Pipeline, service: str, env: str) -> ApprovalRequest:
     return found[0]
 
 
+def form_ready(client: Any, flow_run: Any) -> bool:
+    """Whether a paused run's resume form is stored yet.
+
+    Prefect marks the run PAUSED a moment before it saves the form's schema; a resume in between
+    is refused ("Run input schema not found"), so answer only once this is true.
+    """
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+    from prefect.input.run_input import keyset_from_paused_state
+
+    state = flow_run.state
+    if state is None or not state.is_paused():
+        return False
+    try:
+        client.read_flow_run_input(flow_run.id, keyset_from_paused_state(state)["schema"])
+    except ObjectNotFound:
+        return False
+    except PrefectHTTPStatusError as exc:
+        # The sync client raises the bare 404 ("Flow run input not found") for a form not stored yet.
+        if exc.response.status_code == 404:
+            return False
+        raise
+    return True
+
+
 def _form_ready(client: Any, waiting: Waiting) -> Waiting:
     """Wait (a few seconds at most) until the paused run's form is stored: a resume needs it."""
-    from flows.approval import form_ready
-
     assert waiting.run_id is not None
     run = client.read_flow_run(uuid.UUID(waiting.run_id))
     deadline = time.monotonic() + FORM_WAIT_S
