@@ -298,6 +298,10 @@ class SetupRequired(PromotionError):
     """A resource that ``promote setup`` creates is missing."""
 
 
+class DeploymentsOutOfDate(PromotionError):
+    """deployments/prefect.yaml is not what the code's deployments generate (flows/serve.py)."""
+
+
 class PrefectUnreachable(InfrastructureError):
     """The Prefect API could not be reached (nothing listening, wrong URL, a timeout)."""
 
