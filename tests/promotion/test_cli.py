@@ -180,11 +180,14 @@ def test_a_failed_publish_loses_nothing_and_can_be_rerun(
         assert len(store.ledger.records("api")) == 1
 
 
-def test_s3_commands_do_not_import_prefect(config_file: Path) -> None:
+def test_s3_commands_do_not_import_prefect(config_file: Path, artifact: Path) -> None:
+    digest = str(Digest.of_bytes(artifact.read_bytes()))
     code = (
         "import sys\n"
         "from promotion.cli import main\n"
-        "for args in (['status'], ['history', 'api'], ['ledger', 'verify'], ['config', 'validate'],\n"
+        f"for args in (['publish', {str(artifact)!r}, '-s', 'api', '--version', '1'],\n"
+        f"             ['verify', {digest!r}], ['plan', 'api', {digest!r}],\n"
+        "             ['status'], ['history', 'api'], ['ledger', 'verify'], ['config', 'validate'],\n"
         "             ['pending']):\n"
         "    try:\n"
         f"        main(['-c', {str(config_file)!r}, *args])\n"
