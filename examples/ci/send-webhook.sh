@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tell prefect-promotion that a build was published: a signed "build published" webhook
-# (Standard Webhooks: HMAC-SHA256 over "<id>.<timestamp>.<body>" with the whsec_ secret).
+# (Standard Webhooks: HMAC-SHA256 over "<id>.<timestamp>.<body>" keyed with the whsec_ secret
+# base64-decoded, the scheme promotion/signing.py implements for the receiver).
 #
 #   PROMOTION_WEBHOOK_URL=https://promote.example.com PROMOTION_WEBHOOK_SECRET=whsec_... \
 #     send-webhook.sh SERVICE DIGEST [VERSION]
@@ -37,7 +38,9 @@ body+="}"
 
 id=${PROMOTION_DELIVERY_ID:-msg_$(openssl rand -hex 16)}
 ts=$(date +%s)
-key=$(printf '%s' "${secret#whsec_}" | base64 -d | xxd -p | tr -d '\n')
+b64=${secret#whsec_}
+while (( ${#b64} % 4 )); do b64+="="; done  # unpadded base64 is accepted, as by the receiver
+key=$(printf '%s' "$b64" | base64 -d | xxd -p | tr -d '\n')
 sig=$(printf '%s.%s.%s' "$id" "$ts" "$body" | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$key" -binary | base64)
 
 curl --fail-with-body --silent --show-error --retry 3 --retry-all-errors \

@@ -12,6 +12,8 @@ import base64
 import datetime as dt
 import json
 import os
+import shutil
+import subprocess
 import threading
 import time
 import uuid
@@ -258,3 +260,48 @@ def test_a_whsec_secret_that_is_not_base64_stops_the_deploy_webhook_before_sendi
         with pytest.raises(WebhookSecretError) as exc_info:
             call_deploy_webhook(target, SecretStr("whsec_not*base64!"), _payload())
     assert seen == [] and "not*base64!" not in str(exc_info.value)
+
+
+# --- the CI example (bash + openssl) signs what the receiver accepts -------------------------------
+
+SENDER = Path(__file__).resolve().parents[2] / "examples" / "ci" / "send-webhook.sh"
+
+
+@pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("bash", "openssl", "xxd", "curl", "base64")),
+    reason="send-webhook.sh needs bash, openssl, xxd, curl and base64",
+)
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "whsec_" + base64.b64encode(_key).decode(),
+        base64.b64encode(_key).decode(),
+        "whsec_" + base64.b64encode(_key).decode().rstrip("="),
+    ],
+    ids=["whsec", "no-prefix", "unpadded"],
+)
+def test_the_ci_example_signs_what_the_receiver_accepts(secret: str) -> None:
+    digest = str(Digest.of_bytes(b"ci example"))
+    with capturing_receiver() as (url, seen):
+        done = subprocess.run(
+            ["bash", str(SENDER), "api", digest, "1.0.0"],
+            env={
+                **os.environ,
+                "PROMOTION_WEBHOOK_URL": url.removesuffix("/deploy"),
+                "PROMOTION_WEBHOOK_SECRET": secret,
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 0, done.stderr
+    ((headers, body),) = seen
+    assert json.loads(body) == {"service": "api", "digest": digest, "version": "1.0.0"}
+    webhook.verify_standard(
+        SecretStr(secret),
+        body,
+        msg_id=headers["webhook-id"],
+        timestamp=headers["webhook-timestamp"],
+        signature=headers["webhook-signature"],
+        now=int(headers["webhook-timestamp"]),
+    )
