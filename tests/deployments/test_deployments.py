@@ -4,6 +4,7 @@ deployments/prefect.yaml is generated from it (deployments/generate.py), so they
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,45 @@ def test_the_pipeline_deployment_is_named_by_webhooks_deployment(tmp_path: Path)
         assert "names flow 'other-flow'; the pipeline flow is 'promote-pipeline'" in str(exc)
     else:
         raise AssertionError("a webhooks.deployment of another flow was accepted")
+
+
+def test_prefect_deploys_the_generated_file_as_serve_defines_it(prefect_api: str) -> None:
+    """`prefect deploy --all` of the checked-in file, on a real server, registers what serve would."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.serve import WORK_POOL, deployments, runner_deployments
+
+    specs = deployments(repo_pipeline())
+    served = runner_deployments(repo_pipeline(), REPO / "promotion.yaml")
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PROMOTION_HOME": str(REPO)}
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"), overwrite=True)
+        try:
+            r = subprocess.run(
+                [str(Path(sys.executable).with_name("prefect")), "--no-prompt", "deploy", "--all",
+                 "--prefect-file", str(PREFECT_YAML)],
+                cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert r.returncode == 0, r.stdout + r.stderr
+            for spec, want in zip(specs, served, strict=True):
+                got = client.read_deployment_by_name(f"{want.flow_name}/{want.name}")
+                assert got.entrypoint == spec.entrypoint
+                assert got.description == want.description
+                assert got.parameters == {"config": "promotion.yaml"}
+                assert got.work_pool_name == WORK_POOL
+                assert got.job_variables == {"env": {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}}
+                assert [s.schedule for s in got.schedules] == [s.schedule for s in want.schedules]
+                limit = got.global_concurrency_limit.limit if got.global_concurrency_limit else None
+                assert limit == want.concurrency_limit
+        finally:
+            # The session's server is shared with the tests after this one, which serve these names.
+            for want in served:
+                try:
+                    client.delete_deployment(
+                        client.read_deployment_by_name(f"{want.flow_name}/{want.name}").id
+                    )
+                except ObjectNotFound:  # a deploy that failed half-way registered fewer
+                    pass
+            client.delete_work_pool(WORK_POOL)
