@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 PIPELINE_DEPLOYMENT = "pipeline"
 #: Seconds between the runner's checks for runs to start (Prefect's default is 10): a resumed
 #: approval is picked up within this.
-POLL_SECONDS = 2
+POLL_SECONDS = 1
 #: The work pool prefect.yaml's deployments run on (``prefect work-pool create promotion``).
 WORK_POOL = "promotion"
 #: Recorded in prefect.yaml (Prefect only notes it): the version the file was written for.
