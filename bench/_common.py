@@ -5,7 +5,11 @@ and they import this module as ``_common`` (as they import ``pg``). Everything h
 scripts did identically: the facts of the machine, percentile statistics, the latency summary,
 the lines of a report that every script prints (samples, load averages, checks), argument
 defaults of ``--quick`` runs, the SIGTERM handler, Prefect's console and test server, and the
-JSON result file.
+JSON result file; and what several scripts had a copy of: :class:`BenchError`, the S3 request
+counter, the pattern of ids in Prefect API paths, stopping a process group.
+
+It also puts the repository's root on ``sys.path``, so that the scripts can import the test
+suite's helpers (``tests/``) instead of keeping copies of them.
 """
 
 from __future__ import annotations
@@ -17,22 +21,39 @@ import logging
 import math
 import os
 import platform
+import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
-from typing import Any
-
-import pg  # bench/pg.py, beside this module
+from typing import TYPE_CHECKING, Any
 
 from promotion.local_s3 import weed_binary
 
+if TYPE_CHECKING:
+    import pg  # bench/pg.py, beside this module; imported where used, since it imports this one
+    from mypy_boto3_s3 import S3Client
+
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
+REPO = BENCH_DIR.parent
+# A script runs as ``python bench/NAME.py``: only bench/ is on the path, and the installed project
+# does not include the test suite, whose helpers (``tests.sarif_gen``) the scripts reuse.
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
+
+
+class BenchError(RuntimeError):
+    """A measurement did not measure what it claims, or a server or a side could not be set up."""
+
 
 # -- machine facts ---------------------------------------------------------------------------------
 
@@ -110,6 +131,47 @@ def latency_summary(samples_s: Sequence[float], keep: bool = True) -> dict[str, 
     return out
 
 
+# -- counting requests ----------------------------------------------------------------------------
+
+#: A UUID, as Prefect's API paths carry them: replaced by a placeholder to group requests by route.
+UUID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+@dataclass
+class S3RequestCounter:
+    """S3 requests of the clients it is attached to, by operation (``PutObject``...).
+
+    ``calls`` counts API calls once each (botocore ``after-call``, after its retries), and
+    ``precondition_failed`` those answered 412; ``attempts`` counts every HTTP request sent
+    (``before-send``: retries included).
+    """
+
+    calls: Counter[str] = field(default_factory=Counter)
+    precondition_failed: Counter[str] = field(default_factory=Counter)
+    attempts: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def attach(self, client: S3Client) -> None:
+        client.meta.events.register("after-call.s3", self._after_call)
+        client.meta.events.register("before-send.s3", self._before_send)
+
+    def _after_call(self, http_response: Any, model: Any, **_: Any) -> None:
+        with self._lock:
+            self.calls[model.name] += 1
+            if http_response.status_code == 412:
+                self.precondition_failed[model.name] += 1
+
+    def _before_send(self, event_name: str, **_: Any) -> None:
+        with self._lock:
+            self.attempts[event_name.rsplit(".", 1)[-1]] += 1
+
+    def take_attempts(self) -> Counter[str]:
+        """The attempts counted so far, and count afresh from zero."""
+        with self._lock:
+            out, self.attempts = self.attempts, Counter()
+        return out
+
+
 # -- report lines ----------------------------------------------------------------------------------
 
 
@@ -147,6 +209,27 @@ def fill_defaults(args: argparse.Namespace, quick: Mapping[str, Any], full: Mapp
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (the OS's pick)."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 10) -> None:
+    """SIGTERM to the process group of ``proc`` (started in its own session), SIGKILL after
+    ``grace_s`` seconds; then SIGKILL to whatever it left in its group."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            break
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(wait)
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -212,6 +295,8 @@ def prefect_on(database: str, postgres_server: pg.ServerMode = "harness") -> Ite
     ``"sqlite"``: :func:`harness_server`; otherwise a PostgreSQL (``bench/pg.py``) and a Prefect
     server on it started as ``postgres_server`` says.
     """
+    import pg
+
     if database == "sqlite":
         with harness_server() as api_url:
             yield PrefectUnderTest(api_url, SQLITE_DESCRIPTION)

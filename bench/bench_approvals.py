@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -70,6 +69,8 @@ import httpx
 from _common import (
     RESULTS_DIR,
     SQLITE_DESCRIPTION,
+    UUID_PATTERN,
+    BenchError,
     exit_on_sigterm,
     fill_defaults,
     harness_server,
@@ -79,6 +80,7 @@ from _common import (
     percentile,
     render_checks,
     rounded_load,
+    stop_group,
     write_results,
 )
 
@@ -110,10 +112,6 @@ environments:
 """
 
 
-class BenchError(RuntimeError):
-    """A server did not start, or a side cannot be measured at all."""
-
-
 # -- the counting reverse proxy -------------------------------------------------------------------
 
 #: Hop-by-hop headers (RFC 9110 7.6.1), and the ones the forwarding client sets itself.
@@ -129,12 +127,11 @@ _NOT_FORWARDED = {
     "host",
     "content-length",
 }
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def route(method: str, path: str) -> str:
     """``METHOD /path`` with ids replaced by ``{id}`` and no query: what the requests were."""
-    return f"{method} {_UUID.sub('{id}', path.split('?', 1)[0])}"
+    return f"{method} {UUID_PATTERN.sub('{id}', path.split('?', 1)[0])}"
 
 
 @dataclass
@@ -381,20 +378,6 @@ def processes_of(run_id: str) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 20) -> None:
-    """SIGTERM the process group we started (its own session), then SIGKILL when it lingers."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    except ProcessLookupError:
-        pass
 
 
 def tail(path: Path, n: int = 1500) -> str:
@@ -709,7 +692,7 @@ def suspended_side(b: Bench, count: int, seconds: float, idle_seconds: float) ->
         b.check("suspended: every run ended Completed", not not_ok, str(not_ok) or f"{count} runs")
         check_ledgers(b, "suspended", digests)
     finally:
-        stop_group(serve)
+        stop_group(serve, grace_s=20)
     return {
         "count": count,
         "serve_pid": serve.pid,
@@ -779,7 +762,7 @@ def inprocess_side(b: Bench, count: int, seconds: float) -> dict[str, Any]:
         check_ledgers(b, "in-process", digests)
     finally:
         for p in procs.values():
-            stop_group(p)
+            stop_group(p, grace_s=20)
     return {
         "count": count,
         "poll_seconds": int(b.child_env.get("PROMOTION_APPROVAL_POLL_SECONDS", "1")),

@@ -96,7 +96,6 @@ import datetime as dt
 import math
 import os
 import random
-import re
 import signal
 import sys
 import tempfile
@@ -117,6 +116,8 @@ import pg  # bench/pg.py, beside this script (the script's directory is first on
 from _common import (
     BENCH_DIR,
     RESULTS_DIR,
+    UUID_PATTERN,
+    BenchError,
     exit_on_sigterm,
     fill_defaults,
     fmt_samples,
@@ -220,10 +221,6 @@ MODEL_COUNTS = {
 }
 
 
-class BenchError(RuntimeError):
-    """A measurement did not measure what it claims (e.g. a promotion that did not promote)."""
-
-
 # -- statistics ------------------------------------------------------------------------------------
 
 
@@ -239,8 +236,6 @@ def summary(samples: Sequence[float]) -> dict[str, Any]:
 
 
 # -- instrumentation -------------------------------------------------------------------------------
-
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass
@@ -300,7 +295,7 @@ class Probe:
         if not url.startswith(self.api_url):
             return None
         path = url[len(self.api_url) :].split("?", 1)[0]
-        return f"{request.method} {_UUID.sub(':id', path)}"
+        return f"{request.method} {UUID_PATTERN.sub(':id', path)}"
 
     def _api(self, request: httpx.Request, took: float) -> None:
         name = self._endpoint(request)

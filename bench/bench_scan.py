@@ -5,7 +5,7 @@ the log and counting its results by level (the least any whole-document parser d
 is a fresh interpreter that reads the file, times the work and reports its own peak RSS
 (``VmHWM``: ``ru_maxrss`` would count the image of this process it was forked from).
 
-    .venv/bin/python bench/bench_scan.py [--results 500000] [--repeat 3]
+    .venv/bin/python bench/bench_scan.py [--results 500000] [--repeat 3] [--quick]
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS_DIR, machine_facts, median, write_results
+from _common import RESULTS_DIR, fill_defaults, machine_facts, median, write_results
 
-LEVELS = ("error", "warning", "note", "none")
+from tests.sarif_gen import write_big_sarif  # on the path through _common
 
 CHILD_PROLOGUE = """
 import json, sys, time
@@ -56,27 +56,6 @@ seconds = time.perf_counter() - start
 """
 
 
-def write_sarif(path: Path, results: int, rules: int = 20) -> None:
-    """``results`` small results (~55 bytes each, as compact scanners write) over ``rules`` rules."""
-    rule_list = [
-        {
-            "id": f"R{i}",
-            "defaultConfiguration": {"level": LEVELS[i % 4]},
-            "properties": {"security-severity": "5"},
-        }
-        for i in range(rules)
-    ]
-    with path.open("w") as f:
-        f.write('{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"Big","rules":')
-        f.write(json.dumps(rule_list) + '}},"results":[')
-        f.write(
-            ",".join(
-                f'{{"ruleId":"R{i % rules}","message":{{"text":"finding {i}"}}}}' for i in range(results)
-            )
-        )
-        f.write("]}]}")
-
-
 def run_child(body: str, sarif: Path) -> dict[str, Any]:
     r = subprocess.run(
         [sys.executable, "-c", CHILD_PROLOGUE + body + CHILD_EPILOGUE, str(sarif)],
@@ -93,15 +72,17 @@ def run_child(body: str, sarif: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=int, default=500_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--results", type=int, help="results in the log (default 500,000; quick 50,000)")
+    parser.add_argument("--repeat", type=int, help="runs of each side (default 3; quick 1)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "scan.json")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 50,000 results, 1 run each")
     args = parser.parse_args()
+    fill_defaults(args, quick={"results": 50_000, "repeat": 1}, full={"results": 500_000, "repeat": 3})
     machine = machine_facts(["ijson", "pydantic"])
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         sarif = Path(tmp) / "big.sarif"
-        write_sarif(sarif, args.results)
+        write_big_sarif(sarif, args.results)
         size = sarif.stat().st_size
         runs: dict[str, list[dict[str, Any]]] = {"scan_gate": [], "baseline_json_loads": []}
         for _ in range(args.repeat):  # interleaved, so that load changes hit both alike

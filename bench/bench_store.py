@@ -61,7 +61,6 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +68,8 @@ from typing import TYPE_CHECKING, Any
 
 from _common import (
     RESULTS_DIR,
+    BenchError,
+    S3RequestCounter,
     exit_on_sigterm,
     fill_defaults,
     fmt_samples,
@@ -115,10 +116,6 @@ environments:
 """
 
 
-class BenchError(RuntimeError):
-    """A measurement did not measure what it claims (e.g. a publish that uploaded nothing)."""
-
-
 # -- statistics ------------------------------------------------------------------------------------
 
 
@@ -161,32 +158,16 @@ def paired(i: int, ours: Callable[[], float], baseline: Callable[[], float]) -> 
 # -- request counting ------------------------------------------------------------------------------
 
 
-@dataclass
-class RequestCounter:
-    """Counts S3 calls (and 412 answers) per operation on the clients it is attached to."""
-
-    calls: Counter[str] = field(default_factory=Counter)
-    precondition_failed: Counter[str] = field(default_factory=Counter)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def attach(self, client: S3Client) -> None:
-        client.meta.events.register("after-call.s3", self._after_call)
-
-    def _after_call(self, http_response: Any, model: Any, **_: Any) -> None:
-        with self._lock:
-            self.calls[model.name] += 1
-            if http_response.status_code == 412:
-                self.precondition_failed[model.name] += 1
-
-    def as_dict(self, per: int) -> dict[str, Any]:
-        total = sum(self.calls.values())
-        conflicts = sum(self.precondition_failed.values())
-        return {
-            "requests": dict(self.calls),
-            "requests_per_append": total / per if per else math.nan,
-            "precondition_failed": dict(self.precondition_failed),
-            "conflicts_per_append": conflicts / per if per else math.nan,
-        }
+def per_append(counter: S3RequestCounter, appends: int) -> dict[str, Any]:
+    """The S3 calls (and 412 answers) by operation, and per append."""
+    total = sum(counter.calls.values())
+    conflicts = sum(counter.precondition_failed.values())
+    return {
+        "requests": dict(counter.calls),
+        "requests_per_append": total / appends if appends else math.nan,
+        "precondition_failed": dict(counter.precondition_failed),
+        "conflicts_per_append": conflicts / appends if appends else math.nan,
+    }
 
 
 # -- set-up ----------------------------------------------------------------------------------------
@@ -433,7 +414,7 @@ def bench_digest(b: Bench, pub: Published) -> dict[str, Any]:
 # -- 3. ledger ------------------------------------------------------------------------------------
 
 
-def ledger_for(pipeline: Pipeline, counter: RequestCounter) -> Ledger:
+def ledger_for(pipeline: Pipeline, counter: S3RequestCounter) -> Ledger:
     client = make_client(pipeline.store)
     counter.attach(client)
     warm(client, pipeline.store.bucket)
@@ -453,7 +434,7 @@ def check_ledger(b: Bench, pipeline: Pipeline, writers: int, appends: int) -> di
 def bench_ledger_single(b: Bench, digest: Digest) -> dict[str, Any]:
     """One writer; each append is paired with a plain conditional PUT (the baseline)."""
     pipeline = b.pipeline("ledger1")
-    counter = RequestCounter()
+    counter = S3RequestCounter()
     ledger = ledger_for(pipeline, counter)
     base_prefix = f"{pipeline.store.prefix}baseline-put/"
     ours_s: list[float] = []
@@ -490,7 +471,7 @@ def bench_ledger_single(b: Bench, digest: Digest) -> dict[str, Any]:
         "appends": b.appends,
         "latency": latency_summary(ours_s),
         "appends_per_s": b.appends / sum(ours_s),
-        "s3": counter.as_dict(b.appends),
+        "s3": per_append(counter, b.appends),
         "check": check_ledger(b, pipeline, 1, b.appends),
         "baseline_put_if_none_match": {
             "record_bytes": len(body[0]) if body else 0,
@@ -502,7 +483,7 @@ def bench_ledger_single(b: Bench, digest: Digest) -> dict[str, Any]:
 
 def bench_ledger_concurrent(b: Bench, digest: Digest, writers: int) -> dict[str, Any]:
     pipeline = b.pipeline(f"ledger{writers}")
-    counter = RequestCounter()
+    counter = S3RequestCounter()
     shares = [b.appends // writers + (1 if w < b.appends % writers else 0) for w in range(writers)]
     barrier = threading.Barrier(writers)
     latencies: list[list[float]] = [[] for _ in range(writers)]
@@ -539,7 +520,7 @@ def bench_ledger_concurrent(b: Bench, digest: Digest, writers: int) -> dict[str,
         "latency": latency_summary([x for xs in latencies for x in xs]),
         "wall_s": wall,
         "appends_per_s": done / wall,
-        "s3": counter.as_dict(done),
+        "s3": per_append(counter, done),
         "check": check_ledger(b, pipeline, writers, done),
     }
 

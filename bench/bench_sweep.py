@@ -47,7 +47,6 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -59,6 +58,8 @@ from typing import Any
 
 from _common import (
     RESULTS_DIR,
+    BenchError,
+    S3RequestCounter,
     exit_on_sigterm,
     fill_defaults,
     harness_server,
@@ -108,30 +109,6 @@ JUNIT = (
     '<testsuite name="bench" tests="2" failures="0" errors="0" skipped="0">'
     '<testcase classname="t" name="a"/><testcase classname="t" name="b"/></testsuite>'
 )
-
-
-class BenchError(RuntimeError):
-    """Seeding or a measurement did not do what it claims."""
-
-
-class RequestCounter:
-    """Every request a client sends, by operation (botocore ``before-send`` events)."""
-
-    def __init__(self) -> None:
-        self.ops: Counter[str] = Counter()
-        self._lock = threading.Lock()
-
-    def attach(self, store: ArtifactStore) -> None:
-        store.s3.client.meta.events.register("before-send.s3", self._count)
-
-    def _count(self, event_name: str, **_: Any) -> None:
-        with self._lock:
-            self.ops[event_name.rsplit(".", 1)[-1]] += 1
-
-    def take(self) -> Counter[str]:
-        with self._lock:
-            out, self.ops = self.ops, Counter()
-        return out
 
 
 # -- seeding -----------------------------------------------------------------------------------------
@@ -217,13 +194,13 @@ def check_report(rep: SweepReport, seeded: dict[str, tuple[Digest, Digest]]) -> 
 
 
 def timed_sweep(
-    store: ArtifactStore, counter: RequestCounter, now: dt.datetime
+    store: ArtifactStore, counter: S3RequestCounter, now: dt.datetime
 ) -> tuple[float, SweepReport, Counter[str]]:
-    counter.take()
+    counter.take_attempts()
     t0 = time.perf_counter()
     rep = sweep(store, now=now)
     elapsed = time.perf_counter() - t0
-    return elapsed, rep, counter.take()
+    return elapsed, rep, counter.take_attempts()
 
 
 def run_flow(config: Path) -> float:
@@ -249,8 +226,8 @@ def bench_size(
     print(f"  {n} services seeded in {seed_s:.1f} s", flush=True)
 
     store = ArtifactStore(pipeline)
-    counter = RequestCounter()
-    counter.attach(store)
+    counter = S3RequestCounter()
+    counter.attach(store.s3.client)
     store.s3.check_bucket()  # a pooled connection before anything is timed
     cold_s, cold, cold_ops = timed_sweep(store, counter, now)
     steady: list[float] = []

@@ -76,8 +76,10 @@ import httpx
 import pg  # bench/pg.py, beside this script (the script's directory is first on sys.path)
 from _common import (
     RESULTS_DIR,
+    BenchError,
     exit_on_sigterm,
     fill_defaults,
+    free_port,
     latency_summary,
     load_and_total_line,
     machine_facts,
@@ -113,10 +115,6 @@ webhooks:
     gitlab: {{secret_env: BENCH_WEBHOOK_GITLAB}}
     standard: {{secret_env: BENCH_WEBHOOK_STANDARD}}
 """
-
-
-class BenchError(RuntimeError):
-    """A server did not start, or a measurement cannot be made."""
 
 
 # -- statistics ------------------------------------------------------------------------------------
@@ -243,7 +241,7 @@ def _serve(kind: str, config: str, port: int) -> None:  # runs in a spawned chil
 @contextmanager
 def server_process(kind: str, config: Path) -> Iterator[str]:
     """A uvicorn server in a spawned process (its own interpreter and GIL); yields the base URL."""
-    port = pg.free_port()
+    port = free_port()
     proc = multiprocessing.get_context("spawn").Process(
         target=_serve, args=(kind, str(config), port), daemon=True, name=f"bench-{kind}"
     )

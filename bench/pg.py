@@ -34,7 +34,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
+from _common import free_port, stop_group
 
 ServerMode = Literal["harness", "cli"]
 SERVER_MODES: tuple[ServerMode, ...] = ("harness", "cli")
@@ -53,12 +53,6 @@ PG_USER = "postgres"
 
 class PostgresError(RuntimeError):
     """PostgreSQL or the Prefect server on it could not be installed, started or reached."""
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _is_root() -> bool:
@@ -339,21 +333,8 @@ def prefect_server(
         yield server
     finally:
         if proc is not None:
-            _stop_group(proc)
+            stop_group(proc)
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _stop_group(proc: subprocess.Popen[bytes], grace: float = 10) -> None:
-    """SIGTERM to the server's process group, SIGKILL after ``grace`` seconds."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        if proc.poll() is not None:
-            break
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(wait)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # anything the server left in its group
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from promotion import evidence as ev
 from promotion.errors import PromotionError
 from promotion.evidence import EvidenceUnreadable, parse_coverage, parse_junit, parse_perf, parse_sarif
+from tests.sarif_gen import write_big_sarif
 
 FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
 
@@ -664,28 +665,6 @@ with open("/proc/self/status") as f:
     hwm_kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 print(json.dumps({"result": result, "peak_mib": hwm_kib / 1024}))
 """
-
-
-def write_big_sarif(path: Path, results: int, rules: int = 20) -> None:
-    """A SARIF log of ``results`` small results over ``rules`` rules; rule i has level i % 4."""
-    levels = ["error", "warning", "note", "none"]
-    rule_list = [
-        {
-            "id": f"R{i}",
-            "defaultConfiguration": {"level": levels[i % 4]},
-            "properties": {"security-severity": "5"},
-        }
-        for i in range(rules)
-    ]
-    with path.open("w") as f:
-        f.write('{"version":"2.1.0","runs":[{"tool":{"driver":{"name":"Big","rules":')
-        f.write(json.dumps(rule_list) + '}},"results":[')
-        f.write(
-            ",".join(
-                f'{{"ruleId":"R{i % rules}","message":{{"text":"finding {i}"}}}}' for i in range(results)
-            )
-        )
-        f.write("]}]}")
 
 
 def test_scan_gate_on_500k_results_stays_within_bounded_memory(tmp_path: Path) -> None:
