@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from promotion.local_s3 import weed_binary
+from promotion.local_s3 import LocalS3, weed_binary
 
 if TYPE_CHECKING:
     import pg  # bench/pg.py, beside this module; imported where used, since it imports this one
@@ -185,6 +185,21 @@ def rounded_load(loadavg: Sequence[float]) -> tuple[float, ...]:
     return tuple(round(x, 2) for x in loadavg)
 
 
+class RecordsChecks:
+    """``check()`` for a script's ``Bench``: records into ``self.checks`` (a list the class
+    defines) what :func:`render_checks` prints and the JSON keeps; with ``print_failures`` it
+    prints a failed check at once too (for long runs)."""
+
+    checks: list[dict[str, Any]]
+    print_failures: ClassVar[bool] = False
+
+    def check(self, name: str, ok: bool, detail: str) -> bool:
+        self.checks.append({"name": name, "ok": ok, "detail": detail})
+        if not ok and self.print_failures:
+            print(f"  check FAILED: {name}: {detail}", flush=True)
+        return ok
+
+
 def render_checks(
     checks: Sequence[Mapping[str, Any]], add: Callable[[str], None], every: bool = False
 ) -> None:
@@ -209,6 +224,33 @@ def fill_defaults(args: argparse.Namespace, quick: Mapping[str, Any], full: Mapp
     for name, value in (quick if args.quick else full).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
+
+
+@contextmanager
+def aws_credentials(server: LocalS3) -> Iterator[None]:
+    """The S3 server's keys in this process's environment (boto3 and the children read them
+    there), the previous values back on exit."""
+    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update({k: server.env()[k] for k in keys})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def write_random_file(path: Path, size: int, chunk: int = 4 * 2**20) -> None:
+    """``size`` random bytes (incompressible, never seen before) into ``path``, ``chunk`` at a time."""
+    with path.open("wb") as f:
+        left = size
+        while left:
+            n = min(chunk, left)
+            f.write(os.urandom(n))
+            left -= n
 
 
 def free_port() -> int:

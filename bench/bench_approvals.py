@@ -71,6 +71,8 @@ from _common import (
     SQLITE_DESCRIPTION,
     UUID_PATTERN,
     BenchError,
+    RecordsChecks,
+    aws_credentials,
     exit_on_sigterm,
     fill_defaults,
     harness_server,
@@ -391,7 +393,9 @@ def tail(path: Path, n: int = 1500) -> str:
 
 
 @dataclass
-class Bench:
+class Bench(RecordsChecks):
+    print_failures = True  # a run takes minutes: say at once
+
     config: Path
     pipeline: Pipeline
     store: ArtifactStore
@@ -399,12 +403,6 @@ class Bench:
     child_env: dict[str, str]
     tmp: Path
     checks: list[dict[str, Any]] = field(default_factory=list)
-
-    def check(self, name: str, ok: bool, detail: str) -> bool:
-        self.checks.append({"name": name, "ok": ok, "detail": detail})
-        if not ok:
-            print(f"  check FAILED: {name}: {detail}", flush=True)
-        return ok
 
     def publish(self, service: str) -> Digest:
         f = self.tmp / f"{service}.bin"
@@ -887,10 +885,7 @@ def render(res: dict[str, Any]) -> str:
 
 @contextmanager
 def servers(tmp: Path) -> Iterator[tuple[LocalS3, str]]:
-    with LocalS3(bucket="bench-approvals") as s3:
-        os.environ.update(
-            {k: v for k, v in s3.env().items() if k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-        )
+    with LocalS3(bucket="bench-approvals") as s3, aws_credentials(s3):
         print(f"SeaweedFS at {s3.endpoint_url}; starting the Prefect test server (SQLite)...", flush=True)
         with harness_server() as api:
             yield s3, api

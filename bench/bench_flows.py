@@ -118,6 +118,8 @@ from _common import (
     RESULTS_DIR,
     UUID_PATTERN,
     BenchError,
+    RecordsChecks,
+    aws_credentials,
     exit_on_sigterm,
     fill_defaults,
     fmt_samples,
@@ -457,7 +459,9 @@ def expected_bare(shaped_like_ours: bool) -> list[list[int]]:
 
 
 @dataclass
-class Bench:
+class Bench(RecordsChecks):
+    print_failures = True  # a run takes minutes: say at once
+
     server: LocalS3
     api_url: str
     tmp: Path
@@ -496,11 +500,6 @@ class Bench:
         if res.already_published:
             raise BenchError(f"{res.digest} was already published: the run would not really promote")
         return store, res.digest
-
-    def check(self, name: str, ok: bool, detail: str) -> None:
-        self.checks.append({"name": name, "ok": ok, "detail": detail})
-        if not ok:
-            print(f"  CHECK FAILED {name}: {detail}", flush=True)
 
 
 class FlowThread:
@@ -1344,22 +1343,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.runs < 1 or args.approvals < 1 or args.pure_reps < 1:
         ap.error("--runs, --approvals and --pure-reps must be >= 1")
     return args
-
-
-@contextmanager
-def aws_credentials(server: LocalS3) -> Iterator[None]:
-    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    saved = {k: os.environ.get(k) for k in keys}
-    for k in keys:
-        os.environ[k] = server.env()[k]
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def bench_database(

@@ -43,6 +43,7 @@ from typing import Any
 
 from _common import (
     RESULTS_DIR,
+    RecordsChecks,
     exit_on_sigterm,
     fill_defaults,
     fmt_samples,
@@ -51,6 +52,7 @@ from _common import (
     median,
     render_checks,
     rounded_load,
+    write_random_file,
     write_results,
 )
 
@@ -119,15 +121,6 @@ def run_child(cmd: Sequence[str], env: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def write_random(path: Path, size: int) -> None:
-    with path.open("wb") as f:
-        left = size
-        while left:
-            n = min(left, 16 * MiB)
-            f.write(os.urandom(n))
-            left -= n
-
-
 def refresh(path: Path) -> Digest:
     """New bytes in the first MiB (a new digest), then the digest, computed outside any timing."""
     with path.open("r+b") as f:
@@ -136,16 +129,13 @@ def refresh(path: Path) -> Digest:
         return Digest.of_stream(f)
 
 
-class Bench:
+class Bench(RecordsChecks):
     def __init__(self, server: LocalS3, cfg: Path, env: dict[str, str]) -> None:
         self.server = server
         self.cfg = cfg
         self.env = env
         self.checks: list[dict[str, Any]] = []
         self.client = server.client()
-
-    def check(self, name: str, ok: bool, detail: str) -> None:
-        self.checks.append({"name": name, "ok": ok, "detail": detail})
 
     def ours(self, path: Path, label: str) -> dict[str, Any]:
         expected = refresh(path)
@@ -196,7 +186,7 @@ def bench_size(b: Bench, tmp: Path, size_mib: int, repeats: int) -> dict[str, An
     size = size_mib * MiB
     path = tmp / f"artifact-{size_mib}.bin"
     print(f"  writing {size_mib} MiB of random bytes...", flush=True)
-    write_random(path, size)
+    write_random_file(path, size)
     ours: list[dict[str, Any]] = []
     base: list[dict[str, Any]] = []
     for i in range(repeats):
@@ -316,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             start = startup(b)
             # One untimed pair so that neither side pays the server's first-write costs.
             warm = tmp / "warm.bin"
-            write_random(warm, 32 * MiB)
+            write_random_file(warm, 32 * MiB)
             b.ours(warm, "warm-up")
             b.baseline(warm, "warm-up")
             sizes = []

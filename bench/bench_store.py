@@ -69,7 +69,9 @@ from typing import TYPE_CHECKING, Any
 from _common import (
     RESULTS_DIR,
     BenchError,
+    RecordsChecks,
     S3RequestCounter,
+    aws_credentials,
     exit_on_sigterm,
     fill_defaults,
     fmt_samples,
@@ -79,6 +81,7 @@ from _common import (
     median,
     render_checks,
     rounded_load,
+    write_random_file,
     write_results,
 )
 from boto3.s3.transfer import TransferConfig
@@ -101,7 +104,6 @@ DEFAULT_OUT = RESULTS_DIR / "store.json"
 SERVICE = "api"
 WRITER_COUNTS = (1, 8)
 GOAL = 0.9
-WRITE_CHUNK = 4 * MiB
 
 PIPELINE_TEMPLATE = """
 store:
@@ -174,7 +176,7 @@ def per_append(counter: S3RequestCounter, appends: int) -> dict[str, Any]:
 
 
 @dataclass
-class Bench:
+class Bench(RecordsChecks):
     server: LocalS3
     size: int
     repeats: int
@@ -191,18 +193,6 @@ class Bench:
             endpoint=self.server.endpoint_url, bucket=self.server.bucket, prefix=prefix
         )
         return parse_pipeline(text, "<bench>")
-
-    def check(self, name: str, ok: bool, detail: str) -> None:
-        self.checks.append({"name": name, "ok": ok, "detail": detail})
-
-
-def write_random_file(path: Path, size: int) -> None:
-    with path.open("wb") as f:
-        left = size
-        while left:
-            n = min(WRITE_CHUNK, left)
-            f.write(os.urandom(n))
-            left -= n
 
 
 def warm(client: S3Client, bucket: str) -> None:
@@ -662,10 +652,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = args.size_mib * MiB
     started = time.perf_counter()
     machine = machine_facts(("boto3", "botocore", "s3transfer", "awscrt"))
-    with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp, LocalS3(bucket="bench") as server:
-        creds = server.env()
-        os.environ["AWS_ACCESS_KEY_ID"] = creds["AWS_ACCESS_KEY_ID"]
-        os.environ["AWS_SECRET_ACCESS_KEY"] = creds["AWS_SECRET_ACCESS_KEY"]
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-store-") as tmp,
+        LocalS3(bucket="bench") as server,
+        aws_credentials(server),
+    ):
         path = Path(tmp) / "artifact.bin"
         print(
             f"SeaweedFS at {server.endpoint_url}; writing {args.size_mib} MiB of random bytes...", flush=True

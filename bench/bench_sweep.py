@@ -60,6 +60,7 @@ from _common import (
     RESULTS_DIR,
     BenchError,
     S3RequestCounter,
+    aws_credentials,
     exit_on_sigterm,
     fill_defaults,
     harness_server,
@@ -376,10 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp,
         LocalS3(bucket="bench-sweep") as server,
+        aws_credentials(server),
     ):
-        creds = server.env()
-        os.environ["AWS_ACCESS_KEY_ID"] = creds["AWS_ACCESS_KEY_ID"]
-        os.environ["AWS_SECRET_ACCESS_KEY"] = creds["AWS_SECRET_ACCESS_KEY"]
         target = f"bench-env-{uuid.uuid4().hex[:8]}"
         server.client().create_bucket(Bucket=target)
         print(f"SeaweedFS at {server.endpoint_url}" + ("; starting Prefect..." if flow else ""), flush=True)

@@ -77,6 +77,8 @@ import pg  # bench/pg.py, beside this script (the script's directory is first on
 from _common import (
     RESULTS_DIR,
     BenchError,
+    RecordsChecks,
+    aws_credentials,
     exit_on_sigterm,
     fill_defaults,
     free_port,
@@ -297,7 +299,7 @@ def runs_by_key(deployment_id: Any) -> dict[str, list[str]]:
 
 
 @dataclass
-class Bench:
+class Bench(RecordsChecks):
     keys: Keys
     digest: Digest
     pipeline: Pipeline
@@ -305,9 +307,6 @@ class Bench:
     deployment_id: Any
     url: str
     checks: list[dict[str, Any]] = field(default_factory=list)
-
-    def check(self, name: str, ok: bool, detail: str) -> None:
-        self.checks.append({"name": name, "ok": ok, "detail": detail})
 
     def key(self, d: Delivery) -> str:
         return f"{d.source}:{self.deployment}:{d.delivery}"
@@ -723,10 +722,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with (
         tempfile.TemporaryDirectory(prefix="bench-webhook-") as tmp,
         LocalS3(bucket="bench-webhook") as s3,
+        aws_credentials(s3),
     ):
-        os.environ.update(
-            {k: v for k, v in s3.env().items() if k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-        )
         step(f"SeaweedFS at {s3.endpoint_url}; Prefect on {args.database}")
         if args.database == "sqlite":
             step("starting the Prefect test server (SQLite)...")
