@@ -50,7 +50,6 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import httpx
 from boto3.s3.transfer import TransferConfig
-from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from s3transfer.exceptions import S3CopyFailedError
 
@@ -70,7 +69,7 @@ from promotion.s3 import S3, PreconditionFailed
 from promotion.store import ArtifactStore, CheckResult
 
 if TYPE_CHECKING:
-    from mypy_boto3_s3.type_defs import CopySourceTypeDef, HeadObjectOutputTypeDef
+    from mypy_boto3_s3.type_defs import CopySourceTypeDef
 
 log = logging.getLogger(__name__)
 
@@ -249,18 +248,8 @@ def _check_target_bucket(dest: S3, environment: str | None) -> None:
     # Probe the bucket first: SeaweedFS answers a CopyObject into a missing bucket with a 500
     # InternalError (retried, then unclear), and a HEAD of a key in a missing bucket with the same
     # bare 404 as a missing key.
-    def probe() -> None:
-        try:
-            dest.client.head_bucket(Bucket=dest.bucket)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("NoSuchBucket", "404", "NotFound") or status == 404:
-                raise TargetBucketNotFound(dest.bucket, dest.endpoint, environment) from None
-            raise
-
     try:
-        dest.call("HEAD bucket", "", probe)
+        dest.check_bucket()
     except BucketNotFound:
         raise TargetBucketNotFound(dest.bucket, dest.endpoint, environment) from None
 
@@ -374,39 +363,26 @@ def verify_target(
     return CheckResult(digest, True, method, detail)
 
 
-def _head_object(dest: S3, key: str) -> HeadObjectOutputTypeDef | None:
-    def do() -> HeadObjectOutputTypeDef | None:
-        try:
-            return dest.client.head_object(Bucket=dest.bucket, Key=key, ChecksumMode="ENABLED")
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if status == 404 and exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
-                return None
-            raise
-
-    return dest.call("HEAD", key, do)
-
-
 def _verify(
     dest: S3, key: str, digest: Digest, *, expected_size: int | None, full: bool
 ) -> tuple[VerificationMethod, str, int, str]:
     """(method, detail, size, etag) of a copy that holds ``digest``; else :class:`TargetCorrupt`."""
     where = f"s3://{dest.bucket}/{key}"
-    head = _head_object(dest, key)
+    head = dest.head(key)
     if head is None:
         raise TargetCorrupt(str(digest), "nothing (the object is missing)", where)
-    size, etag = head["ContentLength"], head["ETag"]
-    tagged = head.get("Metadata", {}).get("sha256")
+    size, etag = head.size, head.etag
+    tagged = head.metadata.get("sha256")
     if tagged != digest.hex:
         raise TargetCorrupt(str(digest), f"an object tagged sha256:{tagged}", where)
     if expected_size is not None and size != expected_size:
         raise TargetCorrupt(str(digest), f"{size} bytes instead of {expected_size}", where)
-    checksum = head.get("ChecksumSHA256")
+    checksum = head.checksum_sha256
     # A multipart copy has a composite checksum (a hash of the part hashes, "<b64>-<parts>") that
     # says nothing directly about the digest. Those, and servers that keep no SHA-256 for the copy
     # (SeaweedFS ignores ChecksumAlgorithm on CopyObject: the copy keeps the source's checksum,
     # or none), get the full re-hash.
-    composite = checksum is not None and ("-" in checksum or head.get("ChecksumType") == "COMPOSITE")
+    composite = checksum is not None and ("-" in checksum or head.checksum_type == "COMPOSITE")
     if checksum is not None and not composite and not full:
         actual = Digest("sha256:" + base64.b64decode(checksum).hex())
         if actual != digest:

@@ -79,8 +79,11 @@ class Ledger:
 
     # -- keys -------------------------------------------------------------------------------------
 
+    def _root(self) -> str:
+        return self.s3.key("ledger") + "/"
+
     def _dir(self, service: str) -> str:
-        return self.s3.key("ledger", service) + "/"
+        return self._root() + service + "/"
 
     def _key(self, service: str, seq: int) -> str:
         return f"{self._dir(service)}{seq:0{SEQ_WIDTH}d}.json"
@@ -156,21 +159,34 @@ class Ledger:
         for seq, body in self._raw(service):
             yield seq, body, self._parse(service, seq, body)
 
+    def services(self) -> set[str]:
+        """Every service that has a ledger folder in the store (one listing, records not listed)."""
+        return self.s3.list_folders(self._root())
+
     def read_range(self, service: str, first: int, last: int) -> list[LedgerRecord]:
         """Records ``first..last`` (inclusive) in order, read in parallel; a missing one is skipped.
 
         For readers that need part of the history (e.g. what a digest did since it was published)
         without listing the whole ledger.
         """
+        return [
+            self._parse(service, seq, body)
+            for seq, body in self.read_range_raw(service, first, last)
+            if body is not None
+        ]
+
+    def read_range_raw(
+        self, service: str, first: int, last: int, *, workers: int = 16
+    ) -> list[tuple[int, bytes | None]]:
+        """``(seq, bytes)`` of records ``first..last`` (inclusive) in order, unparsed, read in
+        parallel; None for a missing one. For readers that check the chain themselves (the bytes
+        are what the next record's ``prev`` hashes) without knowing where records are kept."""
         seqs = list(range(max(first, 1), last + 1))
-        if not seqs:
-            return []
-        if len(seqs) == 1:
-            read = self._read(service, seqs[0])
-            return [read[1]] if read else []
-        with ThreadPoolExecutor(max_workers=min(16, len(seqs))) as pool:
-            reads = list(pool.map(lambda s: self._read(service, s), seqs))
-        return [r[1] for r in reads if r is not None]
+        if len(seqs) <= 1:
+            return [(s, self.s3.get(self._key(service, s))) for s in seqs]
+        with ThreadPoolExecutor(max_workers=min(workers, len(seqs))) as pool:
+            bodies = list(pool.map(lambda s: self.s3.get(self._key(service, s)), seqs))
+        return list(zip(seqs, bodies, strict=True))
 
     def _raw(self, service: str) -> list[tuple[int, bytes]]:
         seqs = sorted(s for k in self.s3.list_keys(self._dir(service)) if (s := _seq_of(k)) is not None)

@@ -3,10 +3,15 @@
 Every call goes through :meth:`S3.call`, which turns botocore's exceptions into
 :class:`~promotion.errors.PromotionError` subclasses with a message that says what to do, so
 nothing above this module needs to know botocore.
+
+It is the one place that knows how S3 says things: "not found" is decided by :func:`is_not_found`
+alone (GET, HEAD and DELETE answer it differently: ``NoSuchKey``, a bare ``404``), and listing
+with pagination is :meth:`S3.list_objects` / :meth:`S3.list_folders` alone.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -39,6 +44,7 @@ from promotion.errors import (
 if TYPE_CHECKING:
     import boto3
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
 
 T = TypeVar("T")
 
@@ -64,10 +70,25 @@ class PreconditionFailed(StoreError):
 
 @dataclass(frozen=True)
 class Head:
+    """What a HEAD (with ``ChecksumMode=ENABLED``) says about an object."""
+
     size: int
     etag: str
+    #: The server's base64 SHA-256 checksum; a multipart upload's composite one ends in ``-<parts>``.
     checksum_sha256: str | None
     metadata: dict[str, str]
+    #: ``FULL_OBJECT`` or ``COMPOSITE`` when the server says (SeaweedFS does not).
+    checksum_type: str | None = None
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """One object as a listing reports it (LastModified is the upload time)."""
+
+    key: str
+    size: int
+    last_modified: dt.datetime
+    etag: str
 
 
 def make_client(cfg: StoreConfig, *, max_attempts: int | None = None, pool: int = 32) -> S3Client:
@@ -256,59 +277,55 @@ class S3:
 
     # -- operations -------------------------------------------------------------------------------
 
-    def head(self, key: str) -> Head | None:
-        def do() -> Head | None:
+    def call_or_none(self, operation: str, key: str, fn: Callable[[], T]) -> T | None:
+        """:meth:`call`, with None when S3 answers "not found" (:func:`is_not_found`): the one
+        not-found path of every GET, HEAD and DELETE."""
+
+        def do() -> T | None:
             try:
-                r = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+                return fn()
             except ClientError as exc:
-                if _is_not_found(exc):
+                if is_not_found(exc):
                     return None
                 raise
+
+        return self.call(operation, key, do)
+
+    def head(self, key: str) -> Head | None:
+        """Size, ETag, metadata and the server's SHA-256 checksum; None when it does not exist."""
+
+        def do() -> Head:
+            r = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
             return Head(
                 size=r["ContentLength"],
                 etag=r["ETag"],
                 checksum_sha256=r.get("ChecksumSHA256"),
                 metadata=r.get("Metadata", {}),
+                checksum_type=r.get("ChecksumType"),
             )
 
-        return self.call("HEAD", key, do)
+        return self.call_or_none("HEAD", key, do)
 
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""
-
-        def do() -> bytes | None:
-            try:
-                r = self.client.get_object(Bucket=self.bucket, Key=key)
-            except ClientError as exc:
-                if _is_not_found(exc):
-                    return None
-                raise
-            return r["Body"].read()
-
-        return self.call("GET", key, do)
+        return self.call_or_none(
+            "GET", key, lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        )
 
     def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
         """The object's bytes and ETag (for a later ``if_match``), or None when it does not exist."""
 
-        def do() -> tuple[bytes, str] | None:
-            try:
-                r = self.client.get_object(Bucket=self.bucket, Key=key)
-            except ClientError as exc:
-                if _is_not_found(exc):
-                    return None
-                raise
+        def do() -> tuple[bytes, str]:
+            r = self.client.get_object(Bucket=self.bucket, Key=key)
             return r["Body"].read(), r["ETag"]
 
-        return self.call("GET", key, do)
+        return self.call_or_none("GET", key, do)
 
     def stream(self, key: str, chunk_size: int) -> Iterator[bytes] | None:
         """Iterate over the object's bytes; None when it does not exist."""
-        try:
-            r = self.call("GET", key, lambda: self.client.get_object(Bucket=self.bucket, Key=key))
-        except StoreError as exc:
-            if "NoSuchKey" in str(exc):
-                return None
-            raise
+        r = self.call_or_none("GET", key, lambda: self.client.get_object(Bucket=self.bucket, Key=key))
+        if r is None:
+            return None
         body = r["Body"]
 
         def chunks() -> Iterator[bytes]:
@@ -357,37 +374,76 @@ class S3:
 
     def delete(self, key: str, *, if_match: str | None = None) -> None:
         """Delete an object; with ``if_match``, only if it is still that version (else
-        PreconditionFailed; SeaweedFS and AWS S3 honour ``If-Match`` on DELETE)."""
+        PreconditionFailed; SeaweedFS and AWS S3 honour ``If-Match`` on DELETE).
+
+        A key that is not there is not an error: S3 answers an unconditional DELETE of it 204,
+        and a "not found" answer (a conditional one on AWS) means the same thing, it is gone."""
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if if_match is not None:
             kwargs["IfMatch"] = if_match
-        self.call("DELETE", key, lambda: self.client.delete_object(**kwargs))
+        self.call_or_none("DELETE", key, lambda: self.client.delete_object(**kwargs))
 
-    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
-        """All keys under ``prefix`` in lexicographic order, page by page."""
+    def _pages(
+        self, prefix: str, *, delimiter: str | None = None, start_after: str | None = None
+    ) -> Iterator[ListObjectsV2OutputTypeDef]:
+        """Every page of a ListObjectsV2 of ``prefix``: the one pagination loop."""
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix, "MaxKeys": 1000}
+            if delimiter:
+                kwargs["Delimiter"] = delimiter
             if token:
                 kwargs["ContinuationToken"] = token
             elif start_after:
                 kwargs["StartAfter"] = start_after
             page = self.call("LIST", prefix, lambda kw=kwargs: self.client.list_objects_v2(**kw))  # type: ignore[misc]
-            for obj in page.get("Contents", []):
-                yield obj["Key"]
+            yield page
             if not page.get("IsTruncated"):
                 return
             token = page.get("NextContinuationToken")
+            if not token:
+                # Going on without one would list the first page again, forever; stopping would
+                # pass off part of the listing as all of it.
+                raise StoreError(
+                    f"LIST s3://{self.bucket}/{prefix}: a truncated page without a continuation token"
+                )
+
+    def list_objects(self, prefix: str, *, start_after: str | None = None) -> Iterator[ListedObject]:
+        """Every object under ``prefix`` (recursively) in lexicographic key order, page by page."""
+        for page in self._pages(prefix, start_after=start_after):
+            for obj in page.get("Contents", []):
+                yield ListedObject(
+                    key=obj["Key"], size=obj["Size"], last_modified=obj["LastModified"], etag=obj["ETag"]
+                )
+
+    def list_keys(self, prefix: str, start_after: str | None = None) -> Iterator[str]:
+        """All keys under ``prefix`` in lexicographic order, page by page."""
+        return (obj.key for obj in self.list_objects(prefix, start_after=start_after))
+
+    def list_folders(self, prefix: str) -> set[str]:
+        """Names of the "folders" directly under ``prefix`` (which ends in ``/``): one listing
+        with a delimiter, so the objects below them are not listed."""
+        return {
+            p["Prefix"][len(prefix) :].rstrip("/")
+            for page in self._pages(prefix, delimiter="/")
+            for p in page.get("CommonPrefixes", [])
+        }
 
     def check_bucket(self) -> None:
-        """Raise a clear error unless the bucket exists and is reachable with these credentials."""
-        self.call("HEAD bucket", "", lambda: self.client.head_bucket(Bucket=self.bucket))
+        """Raise a clear error unless the bucket exists and is reachable with these credentials.
+
+        HEAD bucket has no body to say NoSuchBucket in: its "not found" is the bare 404."""
+        found = self.call_or_none("HEAD bucket", "", lambda: self.client.head_bucket(Bucket=self.bucket))
+        if found is None:
+            raise BucketNotFound(self.bucket, self.endpoint)
 
 
-def _is_not_found(exc: ClientError) -> bool:
+def is_not_found(exc: ClientError) -> bool:
+    """Whether S3 answered "no such object": ``NoSuchKey`` (GET), a bare ``404`` (HEAD has no
+    body), ``NotFound``; never ``NoSuchBucket``, which is an installation error, not an answer."""
     code = str(exc.response.get("Error", {}).get("Code", ""))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in _NOT_FOUND or (status == 404 and code != "NoSuchBucket")
+    return code != "NoSuchBucket" and (code in _NOT_FOUND or status == 404)
 
 
 def _short(exc: BaseException) -> str:

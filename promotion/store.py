@@ -165,11 +165,19 @@ class ArtifactStore:
 
     # -- keys -------------------------------------------------------------------------------------
 
+    def blob_prefix(self) -> str:
+        """The folder every blob is in (``blob_key`` of any digest starts with it)."""
+        return self.s3.key("blobs", "sha256") + "/"
+
     def blob_key(self, digest: Digest) -> str:
-        return self.s3.key("blobs", "sha256", digest.hex)
+        return self.blob_prefix() + digest.hex
 
     def record_key(self, service: str, digest: Digest) -> str:
         return self.s3.key("artifacts", service, "sha256", f"{digest.hex}.json")
+
+    def artifact_services(self) -> set[str]:
+        """Every service with an artifact record folder in the store (one listing)."""
+        return self.s3.list_folders(self.s3.key("artifacts") + "/")
 
     # -- blobs ------------------------------------------------------------------------------------
 

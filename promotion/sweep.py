@@ -59,7 +59,7 @@ from promotion.errors import (
 )
 from promotion.evaluate import evaluate_stage, evidence_expiry
 from promotion.gates import GateResult
-from promotion.ledger import SEQ_WIDTH, Tip
+from promotion.ledger import Tip
 from promotion.models import ArtifactRecord, EnvState, LedgerRecord, LedgerState, utcnow
 from promotion.s3 import S3
 from promotion.store import ArtifactStore
@@ -317,11 +317,6 @@ def index_key(store: ArtifactStore, service: str) -> str:
     return store.s3.key("sweep", "index", f"{service}.json")
 
 
-def _record_key(store: ArtifactStore, service: str, seq: int) -> str:
-    # The ledger's layout (promotion.ledger): ledger/<service>/<seq, 12 digits>.json
-    return f"{store.s3.key('ledger', service)}/{seq:0{SEQ_WIDTH}d}.json"
-
-
 def load_index(store: ArtifactStore, service: str) -> HistoryIndex | None:
     """The stored index, or None when there is none or it is unreadable (it is rebuilt then)."""
     body = store.s3.get(index_key(store, service))
@@ -399,15 +394,11 @@ def update_index(
 
 def _read_since(store: ArtifactStore, service: str, tip: Tip, index: HistoryIndex) -> HistoryIndex:
     assert tip.record is not None
-    seqs = list(range(index.seq + 1, tip.seq))  # the tip's own record is already read
-    if len(seqs) > 4:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            bodies = list(pool.map(lambda s: store.s3.get(_record_key(store, service, s)), seqs))
-    else:
-        bodies = [store.s3.get(_record_key(store, service, s)) for s in seqs]
+    # The tip's own record is already read. Raw bytes: the chain check hashes them.
+    raw = store.ledger.read_range_raw(service, index.seq + 1, tip.seq - 1, workers=8)
     out = index.model_copy(deep=True)
     prev = index.hash
-    for seq, body in zip(seqs, bodies, strict=True):
+    for seq, body in raw:
         if body is None:
             raise _ChainBreak(f"record {seq} is missing")
         try:
@@ -957,38 +948,10 @@ class BlobObject(_Model):
 
 def list_blobs(store: ArtifactStore) -> list[BlobObject]:
     """Every object under ``{prefix}blobs/sha256/`` with its size and LastModified."""
-    prefix = store.s3.key("blobs", "sha256") + "/"
-    out: list[BlobObject] = []
-    token: str | None = None
-    client, bucket = store.s3.client, store.s3.bucket
-    while True:
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": 1000}
-        if token:
-            kwargs["ContinuationToken"] = token
-        page = store.s3.call("LIST", prefix, lambda kw=kwargs: client.list_objects_v2(**kw))  # type: ignore[misc]
-        for obj in page.get("Contents", []):
-            out.append(BlobObject(key=obj["Key"], size=obj["Size"], last_modified=obj["LastModified"]))
-        if not page.get("IsTruncated"):
-            return out
-        token = page.get("NextContinuationToken")
-
-
-def _child_dirs(store: ArtifactStore, folder: str) -> set[str]:
-    """Names of the "folders" directly under ``{prefix}{folder}/`` (one delimiter listing)."""
-    prefix = store.s3.key(folder) + "/"
-    names: set[str] = set()
-    token: str | None = None
-    client, bucket = store.s3.client, store.s3.bucket
-    while True:
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "Delimiter": "/", "MaxKeys": 1000}
-        if token:
-            kwargs["ContinuationToken"] = token
-        page = store.s3.call("LIST", prefix, lambda kw=kwargs: client.list_objects_v2(**kw))  # type: ignore[misc]
-        for p in page.get("CommonPrefixes", []):
-            names.add(p["Prefix"][len(prefix) :].rstrip("/"))
-        if not page.get("IsTruncated"):
-            return names
-        token = page.get("NextContinuationToken")
+    return [
+        BlobObject(key=obj.key, size=obj.size, last_modified=obj.last_modified)
+        for obj in store.s3.list_objects(store.blob_prefix())
+    ]
 
 
 def plan_retention(
@@ -1108,10 +1071,10 @@ def run_retention(
     retention = store.pipeline.sweep.retention
     if retention is None:
         return plan_retention([], {}, now=now, retention=None, blob_prefix="")
-    blob_prefix = store.s3.key("blobs", "sha256") + "/"
+    blob_prefix = store.blob_prefix()
     refs: dict[str, ServiceRefs] = {r.service: r.refs for r in reports}
     workers = max(1, max_parallel or store.pipeline.sweep.max_parallel)
-    ledgers, artifacts = _child_dirs(store, "ledger"), _child_dirs(store, "artifacts")
+    ledgers, artifacts = store.ledger.services(), store.artifact_services()
     extra = sorted(ledgers - refs.keys())
     with ThreadPoolExecutor(max_workers=workers) as pool:
         refs.update(zip(extra, pool.map(lambda s: _refs_of(store, s), extra), strict=True))
