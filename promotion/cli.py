@@ -2,6 +2,9 @@
 
 Exit codes: 0 success; 1 the operation failed (digest mismatch, broken chain, server unreachable);
 2 bad usage or invalid input. Errors print as ``Class: message`` on one line, never a traceback.
+Every command (and the root callback) goes through one wrapper, :func:`_one_line_errors`, the
+only place that maps the error tree of :mod:`promotion.errors` to exit codes
+(:func:`exit_code_for`), as Prefect's ``PrefectTyper`` wraps each of its commands.
 
 Commands that only touch S3 (publish, status, history, ledger verify, config validate, verify)
 never import Prefect, which costs seconds to import; commands that talk to Prefect import it
@@ -21,22 +24,89 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from promotion.errors import PromotionError
+from promotion.errors import PromotionError, UsageError
 
 if TYPE_CHECKING:
     from promotion.config import Pipeline
     from promotion.store import ArtifactStore
 
-app = typer.Typer(
+P = ParamSpec("P")
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def exit_code_for(exc: PromotionError) -> int:
+    """The exit code of an error: 2 when the input was wrong, 1 when the operation failed.
+
+    The one mapping from the error tree to exit codes; the errors themselves carry none.
+    """
+    return 2 if isinstance(exc, UsageError) else 1
+
+
+def _one_line_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Run a command; a PromotionError (or a Prefect API problem) is one line and its exit code.
+
+    Prefect's client raises an unreachable or refusing API in many shapes (see
+    :mod:`promotion.prefect_api`), from inside the flow engine too; uncaught, Python printed the
+    whole chain (135 lines for ``promote run``). Translated only when Prefect was imported: an
+    S3-only command cannot have met it, and must not import it on its error path either.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except PromotionError as exc:
+            found: PromotionError = exc
+        except Exception as exc:
+            if "prefect" not in sys.modules:
+                raise
+            from promotion.prefect_api import translate
+
+            translated = translate(exc)
+            if translated is None:
+                raise
+            found = translated
+        sys.stderr.write(f"{type(found).__name__}: {found}\n")
+        raise typer.Exit(exit_code_for(found))
+
+    return wrapper
+
+
+class PromoteTyper(typer.Typer):
+    """A Typer whose every command and callback is wrapped in :func:`_one_line_errors`."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        register = super().command(*args, **kwargs)
+
+        def decorator(f: F) -> F:
+            register(_one_line_errors(f))
+            return f
+
+        return decorator
+
+    def callback(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        register = super().callback(*args, **kwargs)
+
+        def decorator(f: F) -> F:
+            register(_one_line_errors(f))
+            return f
+
+        return decorator
+
+
+app = PromoteTyper(
     name="promote",
     help="Promote immutable, content-addressed artifacts through environments.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-ledger_app = typer.Typer(help="Inspect the promotion ledger.", no_args_is_help=True)
-webhook_app = typer.Typer(help="The CI webhook receiver.", no_args_is_help=True)
-config_app = typer.Typer(help="Check the pipeline file.", no_args_is_help=True)
+ledger_app = PromoteTyper(help="Inspect the promotion ledger.", no_args_is_help=True)
+webhook_app = PromoteTyper(help="The CI webhook receiver.", no_args_is_help=True)
+config_app = PromoteTyper(help="Check the pipeline file.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(config_app, name="config")
 app.add_typer(webhook_app, name="webhook")
@@ -408,35 +478,6 @@ def plan(
             out.print(f"  {reason}")
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def talks_to_prefect(command: Callable[P, R]) -> Callable[P, R]:
-    """Wrap a command that talks to Prefect: an unreachable or refusing API is one line, exit 1.
-
-    Prefect's client raises that in many shapes (see :mod:`promotion.prefect_api`), from inside
-    the flow engine too; uncaught, Python printed the whole chain (135 lines for ``promote run``).
-    Every Prefect command goes through here, so none needs its own ``except``.
-    """
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except (PromotionError, typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            from promotion.prefect_api import translate
-
-            found = translate(exc)
-            if found is None:
-                raise
-            raise found from None
-
-    return wrapper
-
-
 def _api_url() -> str:
     from promotion.prefect_api import api_url
 
@@ -444,7 +485,6 @@ def _api_url() -> str:
 
 
 @app.command()
-@talks_to_prefect
 def run(
     service: Annotated[str, typer.Argument(help="Service.", show_default=False)],
     digest: Annotated[str, typer.Argument(help="sha256:<hex> to promote.", show_default=False)],
@@ -487,7 +527,6 @@ EnvArg = Annotated[
 
 
 @app.command()
-@talks_to_prefect
 def approve(
     target: TargetArg,
     approver: Annotated[str, typer.Option("--as", help="Your name, as listed in the pipeline file.")],
@@ -506,7 +545,6 @@ def approve(
 
 
 @app.command()
-@talks_to_prefect
 def reject(
     target: TargetArg,
     approver: Annotated[str, typer.Option("--as", help="Your name, as listed in the pipeline file.")],
@@ -565,7 +603,6 @@ def _iso(value: str) -> str:
 
 
 @app.command()
-@talks_to_prefect
 def rollback(
     service: Annotated[str, typer.Argument(help="Service.", show_default=False)],
     env: Annotated[str, typer.Option("--env", "-e", help="Environment to roll back.")],
@@ -603,7 +640,6 @@ def rollback(
 
 
 @app.command()
-@talks_to_prefect
 def setup() -> None:
     """Prepare a new installation: check the bucket, the crash-detection automation. Idempotent."""
     pipeline = _pipeline()
@@ -636,7 +672,6 @@ def setup() -> None:
 
 
 @app.command()
-@talks_to_prefect
 def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and report; change nothing.")] = False,
     apply: Annotated[
@@ -677,7 +712,6 @@ def sweep(
 
 
 @app.command()
-@talks_to_prefect
 def serve(
     limit: Annotated[int | None, typer.Option(help="At most this many flow runs at once.")] = None,
 ) -> None:
@@ -691,7 +725,6 @@ def serve(
 
 
 @webhook_app.command("serve")
-@talks_to_prefect
 def webhook_serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8787,
@@ -718,15 +751,13 @@ def main(argv: list[str] | None = None) -> None:
     # Before any command imports Prefect (which reads its settings once): the flow runs this
     # process runs or serves send heartbeats, so a killed one ends Crashed (see heartbeats.py).
     heartbeats.enable()
-    # Typer handles usage errors itself (exit 2, with the usage line); our errors come through.
+    # Typer handles usage errors itself (exit 2, with the usage line); ours are handled, one
+    # line and an exit code, by the wrapper around every command (PromoteTyper).
     try:
         app(args=argv, prog_name="promote")
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
-    except PromotionError as exc:
-        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
-        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -59,12 +59,21 @@ from promotion.digest import CHUNK_SIZE, Digest
 from promotion.errors import (
     ArtifactNotFound,
     BucketNotFound,
-    DigestMismatch,
     PromotionError,
     SigningSecretInvalid,
     StoreError,
     UsageError,
 )
+
+# The errors of deploying live in promotion.errors; re-exported under their old address, which
+# tests and promotion.sweep import them from.
+from promotion.errors import DeployError as DeployError
+from promotion.errors import DeployFailed as DeployFailed
+from promotion.errors import KeyTemplateError as KeyTemplateError
+from promotion.errors import SourceChanged as SourceChanged
+from promotion.errors import TargetBucketNotFound as TargetBucketNotFound
+from promotion.errors import TargetCorrupt as TargetCorrupt
+from promotion.errors import WebhookSecretError as WebhookSecretError
 from promotion.s3 import S3, PreconditionFailed
 from promotion.store import ArtifactStore, CheckResult
 
@@ -88,84 +97,6 @@ MAX_PRESIGN = dt.timedelta(days=7)
 
 VerificationMethod = Literal["checksum", "full"]
 CopyMethod = Literal["CopyObject", "managed-copy"]
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-class DeployError(PromotionError):
-    """Base class of the errors of this module."""
-
-
-class KeyTemplateError(DeployError):
-    """``copy_to.key_template`` cannot produce a key for this deploy."""
-
-    exit_code = 2
-
-
-class TargetBucketNotFound(DeployError):
-    """The environment's copy target bucket does not exist."""
-
-    def __init__(self, bucket: str, endpoint: str, environment: str | None) -> None:
-        self.bucket = bucket
-        self.environment = environment
-        setting = (
-            f"environments[{environment}].target.copy_to.bucket"
-            if environment
-            else "target.copy_to.bucket of the environment"
-        )
-        super().__init__(
-            f"the copy target bucket {bucket!r} does not exist at {endpoint}. Create the bucket, "
-            f"or set {setting} in the pipeline file to an existing bucket."
-        )
-
-
-class SourceChanged(DeployError):
-    """The blob changed between reading its ETag and copying it (``CopySourceIfMatch`` failed)."""
-
-    def __init__(self, digest: Digest, where: str) -> None:
-        self.digest = digest
-        self.where = where
-        super().__init__(
-            f"{where} was replaced while it was being copied (CopySourceIfMatch failed with 412); "
-            "a published blob must never change, so nothing was deployed. Check it with "
-            f"'promote verify {digest} --full' and re-publish the artifact from its build if it "
-            "is corrupt, then promote again."
-        )
-
-
-class TargetCorrupt(DigestMismatch):
-    """The environment's copy does not hold the artifact's bytes (a :class:`DigestMismatch`)."""
-
-    def __init__(self, expected: str, actual: str, where: str) -> None:
-        super().__init__(expected, actual, where)
-        # DigestMismatch's advice (re-publish) is about the store; here the store may be fine.
-        self.message = (
-            f"{where}: expected {expected}, got {actual}. The environment's copy does not hold "
-            "the artifact's bytes; do not use it. Promote again to copy it afresh from the store, "
-            f"after checking the stored blob with 'promote verify {expected} --full'."
-        )
-
-
-class WebhookSecretError(DeployError):
-    """The webhook secret cannot be used as an HMAC key."""
-
-    exit_code = 2
-
-
-class DeployFailed(DeployError):
-    """The deploy webhook failed: a non-2xx answer, a timeout or a connection error.
-
-    ``status`` is the HTTP status (None when no answer arrived) and ``body_excerpt`` at most
-    :data:`BODY_EXCERPT` characters of the answer, with the secret and the presigned URL's
-    signature scrubbed out.
-    """
-
-    def __init__(self, message: str, *, url: str, status: int | None = None, body_excerpt: str = "") -> None:
-        super().__init__(message)
-        self.url = url
-        self.status = status
-        self.body_excerpt = body_excerpt
 
 
 # --- copy target ------------------------------------------------------------------------------

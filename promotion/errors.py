@@ -1,29 +1,56 @@
-"""Every error the product raises on purpose, classified once.
+"""Every error the product raises on purpose: one tree, defined here and nowhere else.
 
 Errors carry the context needed to act on them, and their message says how to fix the problem.
-They are caught only at the edges: the CLI prints ``Class: message`` and exits with
-``exit_code``; the webhook answers with a 4xx.
+They say *what* went wrong, not how an edge answers it: they are caught only at the edges, and
+each edge maps the tree once. The CLI (:func:`promotion.cli.exit_code_for`) prints
+``Class: message`` and exits 2 for a :class:`UsageError`, 1 for anything else; the webhook
+receiver (:func:`promotion.webhook.status_for`) answers with the HTTP status of the nearest
+class in its table, 500 (logged) for an error it does not know.
 
-Three families, and what each means for a digest::
+The hierarchy, and what each branch means for a digest::
 
     PromotionError
-    ├── UsageError (exit 2)            bad input: InvalidDigest, ConfigError, UnknownService,
-    │                                  UnknownEnvironment, EvidenceError, SigningSecretInvalid
-    ├── InfrastructureError (exit 1)   NOT a verdict: the product could not ask its question
-    │   ├── StoreUnreachable           S3 endpoint down, connection refused/reset       (transient)
-    │   ├── StoreUnavailable           S3 5xx, throttling, timeouts, a body cut short,
-    │   │                              after botocore's own retries                    (transient)
-    │   ├── LedgerContention           other writers kept taking the next seq          (transient)
-    │   ├── PrefectUnreachable         Prefect API down, wrong URL                     (transient)
-    │   ├── AccessDenied, BucketNotFound, StoreCredentialsMissing,
-    │   │   PrefectRefused             configuration: credentials, bucket, auth, API version
+    ├── UsageError                       bad input; CLI exit 2
+    │   ├── InvalidDigest, ConfigError, UnknownService, UnknownEnvironment
+    │   ├── EvidenceError                an --evidence file is unusable
+    │   │   └── EvidenceUnreadable       a report its parser cannot read
+    │   ├── SigningSecretInvalid         a whsec_ secret that is not base64
+    │   ├── KeyTemplateError, WebhookSecretError   (also DeployErrors)
+    │   └── WebhookError                 a delivery the receiver refuses (the sender's input)
+    │       ├── SourceNotServed          404
+    │       ├── InvalidContentLength, IncompleteBody, DeliveryIdInvalid   400
+    │       ├── PayloadTooLarge 413, BodyTimeout 408
+    │       ├── SignatureMissing, SignatureInvalid, StaleTimestamp        401
+    │       ├── PayloadInvalid 422
+    │       │   ├── PromotionTargetMissing, ArtifactMismatch
+    │       └── DeliveryConflict 409
+    ├── InfrastructureError              NOT a verdict: the product could not ask its question
+    │   ├── StoreUnreachable             S3 endpoint down, connection refused/reset    (transient)
+    │   ├── StoreUnavailable             S3 5xx, throttling, timeouts, a body cut short,
+    │   │                                after botocore's own retries                  (transient)
+    │   ├── LedgerContention             other writers kept taking the next seq        (transient)
+    │   ├── PrefectUnreachable           Prefect API down, wrong URL                   (transient)
+    │   ├── LockTimeout, LockLost        another promotion held the lock / took it over
+    │   ├── ReceiverUnavailable          the webhook receiver cannot reach Prefect or S3 (503)
+    │   └── AccessDenied, BucketNotFound, StoreCredentialsMissing,
+    │       PrefectRefused               configuration: credentials, bucket, auth, API version
     │   (StoreUnreachable, StoreUnavailable, AccessDenied, BucketNotFound and
     │    StoreCredentialsMissing are also StoreErrors: they come from S3)
-    └── verdicts and other failures (exit 1): GateFailed, DigestMismatch (corrupt bytes or
-        evidence), ApprovalRejected, VerificationFailed, DigestFlagged, ArtifactNotFound,
-        ArtifactConflict, RollbackRefused, LedgerCorrupt, SetupRequired, a plain StoreError
-        (an S3 answer that is about the object: an unreadable record, evidence over the size
-        limit, a refused checksum)
+    └── verdicts and other failures (CLI exit 1)
+        ├── StoreError                   an S3 answer about the object: an unreadable record,
+        │   └── PreconditionFailed       evidence over the size limit, a refused checksum;
+        │                                a conditional write that lost (still in promotion.s3)
+        ├── DigestMismatch               corrupt bytes or evidence
+        │   └── TargetCorrupt            an environment's copy does not hold the bytes
+        ├── LedgerError
+        │   ├── LedgerCorrupt            ledger verify found an edited/removed/reordered record
+        │   └── LedgerContention         (also an InfrastructureError, above)
+        ├── DeployError                  deploying to an environment failed
+        │   ├── TargetBucketNotFound, SourceChanged, DeployFailed
+        │   └── KeyTemplateError, WebhookSecretError   (also UsageErrors, above)
+        └── GateFailed, ApprovalRejected, ApprovalSuperseded, VerificationFailed, DigestFlagged,
+            StageHeldBack, ArtifactNotFound, ArtifactConflict, FileChangedDuringPublish,
+            RollbackRefused, SetupRequired, DeploymentsOutOfDate
 
 An infrastructure error is never recorded against a digest: no ``rejected`` or ``flagged``
 ledger record, no failed gate. Gate and deploy tasks retry the transient ones with backoff; when
@@ -38,12 +65,14 @@ evidence of a gate says nothing about the build: it is infrastructure.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from promotion.digest import Digest
 
 
 class PromotionError(Exception):
-    """Base class. ``exit_code`` is 1 when an operation failed, 2 when the input was wrong."""
-
-    exit_code: int = 1
+    """Base class of every error the product raises on purpose."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -57,9 +86,7 @@ class PromotionError(Exception):
 
 
 class UsageError(PromotionError):
-    """The command line or an input value is wrong."""
-
-    exit_code = 2
+    """The command line or an input value is wrong: the person or system that gave it can fix it."""
 
 
 class InvalidDigest(UsageError):
@@ -113,6 +140,15 @@ class UnknownEnvironment(UsageError):
 
 class EvidenceError(UsageError):
     """An evidence file given at publish time is unusable (missing file, unknown kind)."""
+
+
+class EvidenceUnreadable(EvidenceError):
+    """A report could not be read; ``format`` names what it was read as, ``problem`` what is wrong."""
+
+    def __init__(self, fmt: str, problem: str) -> None:
+        self.format = fmt
+        self.problem = problem
+        super().__init__(f"{fmt}: {problem}")
 
 
 class SigningSecretInvalid(UsageError):
@@ -387,3 +423,150 @@ class LockLost(InfrastructureError):
     def __init__(self, name: str, why: str) -> None:
         self.name = name
         super().__init__(f"lost the lock of {name} ({why}); stopped before writing anything more")
+
+
+# --- deploying to an environment (promotion.deploy) ---------------------------------------------
+
+
+class DeployError(PromotionError):
+    """Deploying a digest to an environment failed."""
+
+
+class KeyTemplateError(DeployError, UsageError):
+    """``copy_to.key_template`` cannot produce a key for this deploy."""
+
+
+class TargetBucketNotFound(DeployError):
+    """The environment's copy target bucket does not exist."""
+
+    def __init__(self, bucket: str, endpoint: str, environment: str | None) -> None:
+        self.bucket = bucket
+        self.environment = environment
+        setting = (
+            f"environments[{environment}].target.copy_to.bucket"
+            if environment
+            else "target.copy_to.bucket of the environment"
+        )
+        super().__init__(
+            f"the copy target bucket {bucket!r} does not exist at {endpoint}. Create the bucket, "
+            f"or set {setting} in the pipeline file to an existing bucket."
+        )
+
+
+class SourceChanged(DeployError):
+    """The blob changed between reading its ETag and copying it (``CopySourceIfMatch`` failed)."""
+
+    def __init__(self, digest: Digest, where: str) -> None:
+        self.digest = digest
+        self.where = where
+        super().__init__(
+            f"{where} was replaced while it was being copied (CopySourceIfMatch failed with 412); "
+            "a published blob must never change, so nothing was deployed. Check it with "
+            f"'promote verify {digest} --full' and re-publish the artifact from its build if it "
+            "is corrupt, then promote again."
+        )
+
+
+class TargetCorrupt(DigestMismatch):
+    """The environment's copy does not hold the artifact's bytes (a :class:`DigestMismatch`)."""
+
+    def __init__(self, expected: str, actual: str, where: str) -> None:
+        super().__init__(expected, actual, where)
+        # DigestMismatch's advice (re-publish) is about the store; here the store may be fine.
+        self.message = (
+            f"{where}: expected {expected}, got {actual}. The environment's copy does not hold "
+            "the artifact's bytes; do not use it. Promote again to copy it afresh from the store, "
+            f"after checking the stored blob with 'promote verify {expected} --full'."
+        )
+
+
+class WebhookSecretError(DeployError, UsageError):
+    """The webhook secret cannot be used as an HMAC key."""
+
+
+class DeployFailed(DeployError):
+    """The deploy webhook failed: a non-2xx answer, a timeout or a connection error.
+
+    ``status`` is the HTTP status (None when no answer arrived) and ``body_excerpt`` at most
+    ``promotion.deploy.BODY_EXCERPT`` characters of the answer, with the secret and the presigned
+    URL's signature scrubbed out.
+    """
+
+    def __init__(self, message: str, *, url: str, status: int | None = None, body_excerpt: str = "") -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+        self.body_excerpt = body_excerpt
+
+
+# --- deliveries the webhook receiver refuses (promotion.webhook) ---------------------------------
+# Their HTTP statuses are in promotion.webhook's table, not here.
+
+
+class WebhookError(UsageError):
+    """A delivery the receiver refuses: something the sender sent (or did not) is wrong."""
+
+
+class SourceNotServed(WebhookError):
+    """The source is not one this receiver serves (unknown, or configured without a usable secret)."""
+
+
+class InvalidContentLength(WebhookError):
+    """The Content-Length header is not a number."""
+
+
+class IncompleteBody(WebhookError):
+    """The body ended before its Content-Length."""
+
+
+class PayloadTooLarge(WebhookError):
+    """The body is larger than the receiver takes."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(
+            f"the body is larger than {limit_bytes} bytes; send the build-published event "
+            "(a few hundred bytes), not build output"
+        )
+
+
+class BodyTimeout(WebhookError):
+    """The body trickled in slower than the receiver waits."""
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"the body did not arrive within {timeout_s:g} s; send it in one go")
+
+
+class SignatureMissing(WebhookError):
+    """The delivery carries no signature (or token) header."""
+
+
+class SignatureInvalid(WebhookError):
+    """The signature (or token) does not match the source's secret."""
+
+
+class StaleTimestamp(WebhookError):
+    """A Standard Webhooks timestamp too far from now: a replay, or a wrong clock."""
+
+
+class DeliveryIdInvalid(WebhookError):
+    """The delivery id is missing or not a short printable string."""
+
+
+class PayloadInvalid(WebhookError):
+    """The body is not JSON, or does not match the event schema; the detail names the field."""
+
+
+class PromotionTargetMissing(PayloadInvalid):
+    """A CI system's own event without the service and digest in the documented place."""
+
+
+class ArtifactMismatch(PayloadInvalid):
+    """The event describes the artifact differently from its published record."""
+
+
+class DeliveryConflict(WebhookError):
+    """A delivery id seen before with different content: its run promotes something else."""
+
+
+class ReceiverUnavailable(InfrastructureError):
+    """Prefect, S3 or a secret store could not be reached; the sender may retry later."""

@@ -36,7 +36,8 @@ from defusedxml import ElementTree as DefusedET
 from defusedxml.common import DefusedXmlException, EntitiesForbidden, ExternalReferenceForbidden
 from pydantic import BaseModel, ConfigDict
 
-from promotion.errors import EvidenceError
+# Defined in promotion.errors; re-exported here, where tests import it from.
+from promotion.errors import EvidenceUnreadable as EvidenceUnreadable
 
 #: Largest report accepted, checked before parsing. Real reports are far smaller (a Surefire run
 #: of thousands of tests is a few MiB); the cap bounds the time and memory a hostile file costs.
@@ -55,15 +56,6 @@ CoverageFormat = Literal["cobertura", "jacoco", "coveragepy-json", "lcov"]
 PerfFormat = Literal["k6-summary-export", "k6-handle-summary", "locust-csv"]
 
 T = TypeVar("T")
-
-
-class EvidenceUnreadable(EvidenceError):
-    """A report could not be read; ``format`` names what it was read as, ``problem`` what is wrong."""
-
-    def __init__(self, fmt: str, problem: str) -> None:
-        self.format = fmt
-        self.problem = problem
-        super().__init__(f"{fmt}: {problem}")
 
 
 class _Summary(BaseModel):

@@ -28,10 +28,9 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from promotion.errors import EvidenceError
+from promotion.errors import EvidenceError, EvidenceUnreadable
 from promotion.evidence import (
     MAX_EVIDENCE_BYTES,
-    EvidenceUnreadable,
     parse_coverage,
     parse_junit,
     parse_perf,

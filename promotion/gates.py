@@ -28,10 +28,10 @@ from promotion.config import (
     WindowGate,
     format_duration,
 )
+from promotion.errors import EvidenceUnreadable
 from promotion.evidence import (
     SARIF_LEVELS,
     CoverageSummary,
-    EvidenceUnreadable,
     PerfSummary,
     ScanSummary,
     TestSummary,

@@ -38,7 +38,9 @@ Answers: unknown or unconfigured source 404; body over 1 MiB 413; missing or bad
 stale timestamp, 401; malformed JSON, a schema error, an unknown service or environment, or a digest
 never published 422; a delivery id reused with different content 409; success ``202
 {"flow_run_id", "flow_run_url"}``. Errors are ``{"error": "<Class>", "detail": "<how to fix it>"}``.
-The Prefect API or S3 being unreachable is the receiver's problem, not the sender's: 503.
+The Prefect API or S3 being unreachable is the receiver's problem, not the sender's: 503. Any other
+error is one nobody decided an answer for: 500, logged (the statuses are mapped once, in
+:data:`STATUS_BY_ERROR`; the error classes are in :mod:`promotion.errors`).
 
 Each delivery creates at most one flow run, also when duplicates arrive concurrently: the flow run
 is created with the idempotency key ``{source}:{deployment}:{delivery id}`` and Prefect returns the
@@ -77,13 +79,30 @@ from promotion import signing
 from promotion.config import Name, Pipeline, WebhookSource
 from promotion.digest import Digest
 from promotion.errors import (
+    ArtifactMismatch,
     ArtifactNotFound,
+    BodyTimeout,
     ConfigError,
+    DeliveryConflict,
+    DeliveryIdInvalid,
+    IncompleteBody,
+    InfrastructureError,
+    InvalidContentLength,
+    InvalidDigest,
+    PayloadInvalid,
+    PayloadTooLarge,
     PromotionError,
+    PromotionTargetMissing,
+    ReceiverUnavailable,
+    SignatureInvalid,
+    SignatureMissing,
     SigningSecretInvalid,
+    SourceNotServed,
+    StaleTimestamp,
     StoreError,
     UnknownEnvironment,
     UnknownService,
+    WebhookError,
 )
 
 if TYPE_CHECKING:
@@ -130,98 +149,44 @@ GITLAB_DIGEST_VAR = "PROMOTION_DIGEST"
 GITLAB_TO_VAR = "PROMOTION_TO"
 
 
-# --- errors --------------------------------------------------------------------------------------
+# --- errors: their HTTP statuses, mapped once ---------------------------------------------------
 
-
-class WebhookError(PromotionError):
-    """A delivery the receiver refuses; ``status_code`` is the HTTP answer."""
-
-    exit_code = 2
-    status_code = 400
-
-
-class SourceNotServed(WebhookError):
-    """The source is not one this receiver serves (unknown, or configured without a usable secret)."""
-
-    status_code = 404
-
-
-class InvalidContentLength(WebhookError):
-    status_code = 400
-
-
-class IncompleteBody(WebhookError):
-    status_code = 400
-
-
-class PayloadTooLarge(WebhookError):
-    status_code = 413
-
-    def __init__(self) -> None:
-        super().__init__(
-            f"the body is larger than {MAX_BODY_BYTES} bytes; send the build-published event "
-            "(a few hundred bytes), not build output"
-        )
-
-
-class BodyTimeout(WebhookError):
-    status_code = 408
-
-    def __init__(self) -> None:
-        super().__init__(f"the body did not arrive within {BODY_TIMEOUT_S:g} s; send it in one go")
-
-
-class SignatureMissing(WebhookError):
-    status_code = 401
-
-
-class SignatureInvalid(WebhookError):
-    status_code = 401
-
-
-class StaleTimestamp(WebhookError):
-    status_code = 401
-
-
-class DeliveryIdInvalid(WebhookError):
-    status_code = 400
-
-
-class PayloadInvalid(WebhookError):
-    """The body is not JSON, or does not match the event schema; the detail names the field."""
-
-    status_code = 422
-
-
-class PromotionTargetMissing(PayloadInvalid):
-    """A CI system's own event without the service and digest in the documented place."""
-
-
-class ArtifactMismatch(PayloadInvalid):
-    """The event describes the artifact differently from its published record."""
-
-
-class DeliveryConflict(WebhookError):
-    """A delivery id seen before with different content: its run promotes something else."""
-
-    status_code = 409
-
-
-class ReceiverUnavailable(WebhookError):
-    """Prefect, S3 or a secret store could not be reached; the sender may retry later."""
-
-    status_code = 503
+#: The answer to each error a delivery can raise (the classes are in promotion.errors). The first
+#: entry the error is an instance of wins, so a subclass comes before its base class.
+STATUS_BY_ERROR: tuple[tuple[type[PromotionError], int], ...] = (
+    (SourceNotServed, 404),
+    (PayloadTooLarge, 413),
+    (BodyTimeout, 408),
+    (SignatureMissing, 401),
+    (SignatureInvalid, 401),
+    (StaleTimestamp, 401),
+    (DeliveryConflict, 409),
+    (InvalidContentLength, 400),
+    (IncompleteBody, 400),
+    (DeliveryIdInvalid, 400),
+    # The event names something that does not exist, or is malformed: the sender must fix it.
+    (PayloadInvalid, 422),
+    (UnknownService, 422),
+    (UnknownEnvironment, 422),
+    (ArtifactNotFound, 422),
+    (InvalidDigest, 422),
+    (WebhookError, 400),
+    # The receiver's own problem (Prefect or S3 unreachable, S3 failing): the sender may retry.
+    (InfrastructureError, 503),
+    (StoreError, 503),
+)
 
 
 def status_for(exc: PromotionError) -> int:
-    """The HTTP status for an error raised while handling a delivery."""
-    if isinstance(exc, WebhookError):
-        return exc.status_code
-    if isinstance(exc, UnknownService | UnknownEnvironment | ArtifactNotFound):
-        return 422
-    if isinstance(exc, StoreError):
-        return 503
-    return 422
+    """The HTTP status for an error raised while handling a delivery: 500 for one not in the table.
+
+    An error the table does not name is a bug or a case nobody decided on, not the sender's
+    fault, so it is not answered as a 4xx the sender would give up on (the handler logs it).
+    """
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status
+    return 500
 
 
 def _error(status: int, name: str, detail: str) -> JSONResponse:
@@ -938,7 +903,7 @@ async def _read_body(request: Request) -> bytes:
         if not _CONTENT_LENGTH_RE.fullmatch(length.strip()):
             raise InvalidContentLength("Content-Length must be a decimal number of bytes")
         if int(length) > MAX_BODY_BYTES:
-            raise PayloadTooLarge()
+            raise PayloadTooLarge(MAX_BODY_BYTES)
     # Count what actually arrives too: Content-Length may be absent (chunked) or wrong.
     buf = bytearray()
     try:
@@ -947,9 +912,9 @@ async def _read_body(request: Request) -> bytes:
             async for chunk in request.stream():
                 buf += chunk
                 if len(buf) > MAX_BODY_BYTES:
-                    raise PayloadTooLarge()
+                    raise PayloadTooLarge(MAX_BODY_BYTES)
     except TimeoutError:
-        raise BodyTimeout() from None
+        raise BodyTimeout(BODY_TIMEOUT_S) from None
     except ClientDisconnect:
         raise IncompleteBody("the client disconnected before the body was complete; send it again") from None
     return bytes(buf)

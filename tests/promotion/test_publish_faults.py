@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from promotion import store as store_mod
+from promotion.cli import exit_code_for
 from promotion.config import Pipeline
 from promotion.digest import Digest
 from promotion.errors import FileChangedDuringPublish, PromotionError
@@ -123,7 +124,7 @@ def test_hold_then_reset_fails_the_request_in_one_line(
     rule.wait_arrived(30)
     rule.release()
     t.join(60)
-    assert len(outcome) == 1 and outcome[0].exit_code == 1 and "\n" not in str(outcome[0]), outcome
+    assert len(outcome) == 1 and exit_code_for(outcome[0]) == 1 and "\n" not in str(outcome[0]), outcome
 
 
 # -- a lost response -------------------------------------------------------------------------------
@@ -167,7 +168,7 @@ def test_a_publish_that_died_after_its_ledger_event_converges_without_a_second_o
     rule = proxy.add(Rule("PUT", rf"/artifacts/api/sha256/{hex_}\.json", "status", status=503, times=-1))
     with pytest.raises(PromotionError) as exc:
         ArtifactStore(proxied).publish(f, service="api", version="1", provenance=PROV)
-    assert exc.value.exit_code == 1
+    assert exit_code_for(exc.value) == 1
     other = random_file(tmp_path / "b.bin", 10_000)
     ArtifactStore(proxied).publish(other, service="api", version="2", provenance=PROV)  # in between
     proxy.rules.remove(rule)
@@ -284,7 +285,7 @@ def test_thirty_publishes_under_twenty_percent_random_faults_converge(
                 f, service=service, version=str(i), provenance=PROV, evidence=ev
             )
         except PromotionError as exc:
-            assert exc.exit_code == 1 and "\n" not in str(exc), str(exc)
+            assert exit_code_for(exc) == 1 and "\n" not in str(exc), str(exc)
             return False, f"{type(exc).__name__}: {exc}"
         return True, str(res.digest)
 

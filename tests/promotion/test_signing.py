@@ -30,6 +30,7 @@ from pydantic import SecretStr
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from promotion import signing, webhook
+from promotion.cli import exit_code_for
 from promotion.config import WebhookTarget
 from promotion.deploy import DeployPayload, WebhookSecretError, call_deploy_webhook
 from promotion.digest import Digest
@@ -124,7 +125,7 @@ def test_every_signer_in_the_product_uses_this_module() -> None:
 def test_a_secret_that_is_not_base64_is_refused_without_echoing_it(secret: str) -> None:
     with pytest.raises(SigningSecretInvalid) as exc_info:
         signing.standard_webhooks_key(secret)
-    assert exc_info.value.exit_code == 2
+    assert exit_code_for(exc_info.value) == 2
     message = str(exc_info.value)
     assert "\n" not in message and message.startswith("the Standard Webhooks secret is")
     if secret.strip().removeprefix("whsec_"):

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from promotion import signing, webhook
+from promotion import errors, signing, webhook
 from promotion.config import Pipeline, parse_pipeline
 from promotion.digest import Digest
 from promotion.local_s3 import LocalS3
@@ -204,13 +204,13 @@ def test_github_vectors(vectors: dict[str, Any]) -> None:
         secret, body = SecretStr(v["secret"]), v["payload"].encode()
         assert signing.github_signature(v["secret"], body) == v["expected_header_value"]
         webhook.verify_github(secret, body, v["expected_header_value"])
-        with pytest.raises(webhook.SignatureInvalid):
+        with pytest.raises(errors.SignatureInvalid):
             webhook.verify_github(secret, body + b" ", v["expected_header_value"])
-        with pytest.raises(webhook.SignatureInvalid):
+        with pytest.raises(errors.SignatureInvalid):
             webhook.verify_github(SecretStr(v["secret"] + "x"), body, v["expected_header_value"])
-        with pytest.raises(webhook.SignatureMissing):
+        with pytest.raises(errors.SignatureMissing):
             webhook.verify_github(secret, body, None)
-        with pytest.raises(webhook.SignatureInvalid):  # non-ASCII header: refused, not a TypeError
+        with pytest.raises(errors.SignatureInvalid):  # non-ASCII header: refused, not a TypeError
             webhook.verify_github(secret, body, "sha256=é")
 
 
@@ -226,17 +226,17 @@ def test_standard_webhooks_vectors(vectors: dict[str, Any]) -> None:
         webhook.verify_standard(secret, body, now=ts + 300, **listed)
         webhook.verify_standard(secret, body, now=ts - 300, **listed)
         wrong_version = {**ok, "signature": "v2," + v["expected_signature"].removeprefix("v1,")}
-        with pytest.raises(webhook.SignatureInvalid):
+        with pytest.raises(errors.SignatureInvalid):
             webhook.verify_standard(secret, body, now=ts, **wrong_version)
-        with pytest.raises(webhook.SignatureInvalid):
+        with pytest.raises(errors.SignatureInvalid):
             webhook.verify_standard(secret, body + b" ", now=ts, **ok)
-        with pytest.raises(webhook.SignatureInvalid):
+        with pytest.raises(errors.SignatureInvalid):
             webhook.verify_standard(secret, body, now=ts, **{**ok, "msg_id": v["msg_id"] + "x"})
-        with pytest.raises(webhook.StaleTimestamp):
+        with pytest.raises(errors.StaleTimestamp):
             webhook.verify_standard(secret, body, now=ts + 301, **ok)
-        with pytest.raises(webhook.StaleTimestamp):
+        with pytest.raises(errors.StaleTimestamp):
             webhook.verify_standard(secret, body, now=ts - 301, **ok)
-        with pytest.raises(webhook.SignatureMissing):
+        with pytest.raises(errors.SignatureMissing):
             webhook.verify_standard(secret, body, now=ts, **{**ok, "signature": None})
         # the prefix is optional, as in the reference libraries
         assert signing.standard_webhooks_key(v["secret"].removeprefix("whsec_")) == key
@@ -431,6 +431,49 @@ def test_422_unknown_names_and_unpublished_digest(
     assert "version: event says '9.9.9', record says '1.2.3'" in d["detail"]
     expect(post(event(published, version="1.2.3", commit="c0ffee", build_url="https://ci.example/1")), 202)
     assert len(recorder.calls) == 1
+
+
+class RaisingTrigger:
+    """A trigger that fails with a given error, as a real one could (issue 9: no 422 default)."""
+
+    def __init__(self, exc: errors.PromotionError) -> None:
+        self.exc = exc
+
+    async def __call__(self, request: RunRequest) -> TriggeredRun:
+        raise self.exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "status"),
+    [
+        # Not the sender's fault and not in the receiver's table: 500 and logged, never a 4xx the
+        # sender would give up on.
+        (errors.SetupRequired("the deployment promote-pipeline/pipeline is missing: run promote setup"), 500),
+        (errors.LedgerCorrupt("api", ["record 3 was edited"]), 500),
+        # The receiver's infrastructure (Prefect, a lock, the ledger busy): 503, the sender retries.
+        (errors.PrefectUnreachable("http://127.0.0.1:1/api", "ConnectError"), 503),
+        (errors.LedgerContention("api", 5), 503),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else str(v),
+)
+def test_an_error_the_receiver_has_no_answer_for_is_500_and_logged(
+    hook_pipeline: Pipeline,
+    keys: Secrets,
+    published: Digest,
+    caplog: pytest.LogCaptureFixture,
+    exc: errors.PromotionError,
+    status: int,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="promotion.webhook")
+    with TestClient(create_app(hook_pipeline, trigger=RaisingTrigger(exc))) as c:
+        body = event(published)
+        r = c.post("/hooks/github", content=body, headers=keys.headers("github", body))
+    d = expect(r, status, type(exc).__name__)
+    assert d["detail"] == str(exc)
+    logged = [
+        rec for rec in caplog.records if rec.name == "promotion.webhook" and type(exc).__name__ in rec.message
+    ]
+    assert [rec.levelno for rec in logged] == [logging.ERROR], [rec.message for rec in caplog.records]
 
 
 def test_native_events_without_the_digest(client: TestClient, keys: Secrets, shared_fixtures: Path) -> None:
