@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from flows.serve import REPO, prefect_yaml
+from promotion.cli import exit_code_for
 from promotion.config import load_pipeline
 from promotion.errors import DeploymentsOutOfDate, PromotionError
 
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         print(generate(args.config, args.output, args.check))
     except PromotionError as exc:
         sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
-        sys.exit(exc.exit_code)
+        sys.exit(exit_code_for(exc))
 
 
 if __name__ == "__main__":

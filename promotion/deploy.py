@@ -59,6 +59,7 @@ from promotion.digest import CHUNK_SIZE, Digest
 from promotion.errors import (
     ArtifactNotFound,
     BucketNotFound,
+    PreconditionFailed,
     PromotionError,
     SigningSecretInvalid,
     StoreError,
@@ -74,7 +75,7 @@ from promotion.errors import SourceChanged as SourceChanged
 from promotion.errors import TargetBucketNotFound as TargetBucketNotFound
 from promotion.errors import TargetCorrupt as TargetCorrupt
 from promotion.errors import WebhookSecretError as WebhookSecretError
-from promotion.s3 import S3, PreconditionFailed
+from promotion.s3 import S3
 from promotion.store import ArtifactStore, CheckResult
 
 if TYPE_CHECKING:

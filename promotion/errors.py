@@ -39,7 +39,7 @@ The hierarchy, and what each branch means for a digest::
     └── verdicts and other failures (CLI exit 1)
         ├── StoreError                   an S3 answer about the object: an unreadable record,
         │   └── PreconditionFailed       evidence over the size limit, a refused checksum;
-        │                                a conditional write that lost (still in promotion.s3)
+        │                                a conditional write that lost
         ├── DigestMismatch               corrupt bytes or evidence
         │   └── TargetCorrupt            an environment's copy does not hold the bytes
         ├── LedgerError
@@ -216,6 +216,10 @@ class AccessDenied(StoreError, InfrastructureError):
             f"access denied for {operation} on {key}. Check the credentials "
             "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or store.credentials_block)."
         )
+
+
+class PreconditionFailed(StoreError):
+    """A conditional write lost: the key exists (``IfNoneMatch``) or changed (``IfMatch``)."""
 
 
 class ArtifactNotFound(PromotionError):

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from promotion.digest import Digest
-from promotion.errors import LedgerContention, LedgerCorrupt, LedgerError
+from promotion.errors import LedgerContention, LedgerCorrupt, LedgerError, PreconditionFailed
 from promotion.models import (
     LedgerEvent,
     LedgerRecord,
@@ -36,7 +36,7 @@ from promotion.models import (
     apply_event,
     utcnow,
 )
-from promotion.s3 import S3, PreconditionFailed
+from promotion.s3 import S3
 
 HEAD = "_head.json"
 SEQ_WIDTH = 12

@@ -61,8 +61,8 @@ from types import TracebackType
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from promotion.errors import LockLost, LockTimeout, StoreError
-from promotion.s3 import S3, PreconditionFailed
+from promotion.errors import LockLost, LockTimeout, PreconditionFailed, StoreError
+from promotion.s3 import S3
 
 #: A holder that has not renewed for this long is presumed dead (judged by each waiter's clock).
 LEASE_S = 15.0

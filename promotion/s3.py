@@ -35,6 +35,7 @@ from promotion.config import StoreConfig
 from promotion.errors import (
     AccessDenied,
     BucketNotFound,
+    PreconditionFailed,
     StoreCredentialsMissing,
     StoreError,
     StoreUnavailable,
@@ -62,10 +63,6 @@ _UNAVAILABLE = {
     "InternalError",
     "RequestLimitExceeded",
 }
-
-
-class PreconditionFailed(StoreError):
-    """A conditional write lost: the key exists (``IfNoneMatch``) or changed (``IfMatch``)."""
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from promotion.errors import (
     DigestMismatch,
     EvidenceError,
     FileChangedDuringPublish,
+    PreconditionFailed,
     StoreError,
 )
 from promotion.ledger import Ledger
@@ -49,7 +50,7 @@ from promotion.models import (
     Provenance,
     utcnow,
 )
-from promotion.s3 import S3, PreconditionFailed
+from promotion.s3 import S3
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef

@@ -137,6 +137,11 @@ def test_no_error_class_carries_an_exit_code_or_a_status(cls: type[errors.Promot
     assert not {"exit_code", "status_code"} & set(vars(cls)), f"{cls.__name__} maps itself"
 
 
+def test_every_error_is_defined_in_promotion_errors() -> None:
+    elsewhere = sorted(f"{c.__module__}.{c.__name__}" for c in ALL if c.__module__ != "promotion.errors")
+    assert not elsewhere, elsewhere
+
+
 def test_the_module_docstring_draws_every_class() -> None:
     doc = errors.__doc__ or ""
     missing = sorted(c.__name__ for c in ALL if c.__name__ not in doc)
