@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from promotion.local_s3 import LocalS3, weed_binary
 
@@ -170,6 +170,24 @@ class S3RequestCounter:
         with self._lock:
             out, self.attempts = self.attempts, Counter()
         return out
+
+
+# -- running both sides --------------------------------------------------------------------------
+
+Ours = TypeVar("Ours")
+Baseline = TypeVar("Baseline")
+
+
+def paired(i: int, ours: Callable[[], Ours], baseline: Callable[[], Baseline]) -> tuple[Ours, Baseline]:
+    """Run both sides back to back, ours first on even ``i`` and baseline first on odd ``i``
+    (so that neither always gets the warmer caches or the quieter machine); both results."""
+    if i % 2 == 0:
+        a = ours()
+        b = baseline()
+    else:
+        b = baseline()
+        a = ours()
+    return a, b
 
 
 # -- report lines ----------------------------------------------------------------------------------

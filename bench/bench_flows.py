@@ -107,6 +107,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
@@ -125,6 +126,7 @@ from _common import (
     fmt_samples,
     machine_facts,
     median,
+    paired,
     percentile,
     prefect_on,
     quiet_prefect_console,
@@ -597,12 +599,9 @@ def bench_overhead(b: Bench, runs: int) -> dict[str, Any]:
     base: list[dict[str, Any]] = []
     shaped: list[dict[str, Any]] = []
     for i in range(runs):
-        if i % 2 == 0:
-            ours.append(run_ours(b, f"#{i}"))
-            base.append(run_bare(b, f"#{i}"))
-        else:
-            base.append(run_bare(b, f"#{i}"))
-            ours.append(run_ours(b, f"#{i}"))
+        one_ours, one_base = paired(i, partial(run_ours, b, f"#{i}"), partial(run_bare, b, f"#{i}"))
+        ours.append(one_ours)
+        base.append(one_base)
         shaped.append(run_bare(b, f"#{i} shaped", shaped_like_ours=True))
         print(
             f"  run {i + 1}/{runs}: ours {ours[-1]['wall_s']:.3f} s, baseline {base[-1]['wall_s']:.3f} s, "

@@ -38,6 +38,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from _common import (
     load_and_total_line,
     machine_facts,
     median,
+    paired,
     render_checks,
     rounded_load,
     write_random_file,
@@ -190,13 +192,10 @@ def bench_size(b: Bench, tmp: Path, size_mib: int, repeats: int) -> dict[str, An
     ours: list[dict[str, Any]] = []
     base: list[dict[str, Any]] = []
     for i in range(repeats):
-        order = ("ours", "baseline") if i % 2 == 0 else ("baseline", "ours")
-        for side in order:
-            label = f"{size_mib} MiB #{i + 1}"
-            if side == "ours":
-                ours.append(b.ours(path, label))
-            else:
-                base.append(b.baseline(path, label))
+        label = f"{size_mib} MiB #{i + 1}"
+        one_ours, one_base = paired(i, partial(b.ours, path, label), partial(b.baseline, path, label))
+        ours.append(one_ours)
+        base.append(one_base)
         print(
             f"  #{i + 1}: ours {ours[-1]['wall_s']:.2f} s {ours[-1]['peak_rss_mib']:.0f} MiB, "
             f"upload_file {base[-1]['wall_s']:.2f} s {base[-1]['peak_rss_mib']:.0f} MiB",

@@ -61,7 +61,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,6 +79,7 @@ from _common import (
     load_and_total_line,
     machine_facts,
     median,
+    paired,
     render_checks,
     rounded_load,
     write_random_file,
@@ -144,17 +145,6 @@ def ratio_summary(base: Sequence[float], ours: Sequence[float]) -> dict[str, Any
         "goal": GOAL,
         "meets_goal": r >= GOAL,
     }
-
-
-def paired(i: int, ours: Callable[[], float], baseline: Callable[[], float]) -> tuple[float, float]:
-    """Run both sides back to back, ours first on even ``i`` and baseline first on odd ``i``."""
-    if i % 2 == 0:
-        a = ours()
-        b = baseline()
-    else:
-        b = baseline()
-        a = ours()
-    return a, b
 
 
 # -- request counting ------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ from _common import (
     latency_summary,
     load_and_total_line,
     machine_facts,
+    paired,
     percentile,
     prefect_on,
     render_checks,
@@ -354,9 +356,7 @@ def bench_latency(b: Bench, samples: int) -> dict[str, Any]:
             base.append(time.perf_counter() - t0)
 
         for i in range(samples):
-            first, second = (one_ours, one_base) if i % 2 == 0 else (one_base, one_ours)
-            first(i)
-            second(i)
+            paired(i, partial(one_ours, i), partial(one_base, i))
             t0 = time.perf_counter()
             store.find_record("api", b.digest)
             lookups.append(time.perf_counter() - t0)
