@@ -1,0 +1,91 @@
+"""The frozen summaries the evidence parsers return (what the gates judge)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+SarifLevel = Literal["error", "warning", "note", "none"]
+SARIF_LEVELS: tuple[SarifLevel, ...] = ("error", "warning", "note", "none")
+CoverageFormat = Literal["cobertura", "jacoco", "coveragepy-json", "lcov"]
+PerfFormat = Literal["k6-summary-export", "k6-handle-summary", "locust-csv"]
+
+
+class _Summary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TestSummary(_Summary):
+    """Outcome of the ``<testcase>`` elements of one JUnit XML report (or several merged)."""
+
+    # Keep pytest from collecting this class when a test module imports it.
+    __test__: ClassVar[bool] = False
+
+    format: Literal["junit"] = "junit"
+    tests: int
+    passed: int
+    failures: int
+    errors: int
+    skipped: int
+    suites: list[str]
+    failed_tests: list[str]
+
+
+class CoverageSummary(_Summary):
+    """Line and branch coverage totals of one report."""
+
+    format: CoverageFormat
+    line_rate: float
+    lines_covered: int
+    lines_valid: int
+    branch_rate: float | None
+    branches_covered: int | None
+    branches_valid: int | None
+
+
+class Finding(_Summary):
+    """One SARIF result with its effective level."""
+
+    tool: str
+    rule_id: str
+    level: SarifLevel
+    security_severity: float | None
+    message: str
+    location: str | None = None
+    suppressed: bool = False
+    baseline_state: str | None = None
+
+
+class IncompleteRun(_Summary):
+    """A SARIF run that did not complete, so its results cannot be trusted to be all of them."""
+
+    tool: str
+    reason: str
+
+
+class ScanSummary(_Summary):
+    """The results of every run of one SARIF log."""
+
+    format: Literal["sarif"] = "sarif"
+    tools: list[str]
+    findings: list[Finding]
+    #: Runs that did not complete: ``executionSuccessful: false`` or no ``results`` array.
+    incomplete: list[IncompleteRun]
+
+
+class PerfSummary(_Summary):
+    """Request count, error rate, latency percentiles (ms) and failed k6 thresholds of a load test."""
+
+    format: PerfFormat
+    requests: int | None
+    failures: int | None
+    error_rate: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    median_ms: float | None
+    avg_ms: float | None
+    max_ms: float | None
+    failed_thresholds: list[str]
+    #: Which metric the latency figures come from (``http_req_duration``, ``Aggregated``...).
+    latency_metric: str | None
