@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
 from collections.abc import Callable
 from typing import Literal
 
@@ -20,6 +19,7 @@ from pydantic import Field
 
 from promotion.answers import form_ready as form_ready  # defined there: promotion/ imports no flows/
 from promotion.approval import Decision, Tally, Verdict
+from promotion.settings import settings
 
 
 class ApprovalForm(RunInput):
@@ -41,7 +41,7 @@ class ApprovalForm(RunInput):
 
 def poll_interval() -> int:
     """Seconds between checks of a paused run (Prefect's default is 10 s; approvals want less)."""
-    return max(1, int(os.environ.get("PROMOTION_APPROVAL_POLL_SECONDS", "1")))
+    return max(1, settings().approval_poll_seconds)
 
 
 def wait_for_approvals(

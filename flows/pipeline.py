@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import threading
 import uuid
 from typing import Any
@@ -25,7 +24,6 @@ from flows import _logging
 from flows.approval import wait_for_approvals
 from promotion.approval import Decision, Tally, Verdict
 from promotion.config import (
-    ENV_OVERRIDES,
     Environment,
     Pipeline,
     config_path,
@@ -52,6 +50,7 @@ from promotion.plan import held_back, plan, previous_environment, previous_stay,
 from promotion.reach import DigestHistory, digest_history
 from promotion.report import approval_description, gate_table, stage_report
 from promotion.requests import ApprovalRequest, answer_details, find_request, request_details
+from promotion.settings import settings
 from promotion.store import ArtifactStore
 from tasks import report
 from tasks.deploy import deploy, verify_live
@@ -89,7 +88,8 @@ def _load(config: str | None) -> tuple[Pipeline, ArtifactStore]:
         mtime = str(path.stat().st_mtime_ns)
     except OSError:
         mtime = "missing"
-    key = (str(path), mtime, *(os.environ.get(v, "") for v in ENV_OVERRIDES.values()))
+    overrides = settings().store_overrides()
+    key = (str(path), mtime, *(f"{field}={overrides[field]}" for field in sorted(overrides)))
     with _STORES_LOCK:
         if key not in _STORES:
             pipeline = load_pipeline(config)

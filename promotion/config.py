@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from promotion.errors import ConfigError, UnknownEnvironment, UnknownService
+from promotion.settings import settings
 
 DEFAULT_CONFIG = "promotion.yaml"
 
@@ -427,6 +428,40 @@ class SweepConfig(Strict):
     )
     max_parallel: int = Field(default=8, ge=1, le=64, description="services swept at once")
 
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_is_cron(cls, v: str) -> str:
+        return check_cron(v)
+
+
+#: The macros Prefect's CronSchedule (croniter) accepts, as the 5 fields they stand for.
+_CRON_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+
+
+def check_cron(expr: str) -> str:
+    """``expr`` if it is a cron expression, else ValueError; checked when the file loads.
+
+    Prefect's CronSchedule would only refuse it when ``promote serve`` starts, and this module
+    must not import Prefect (S3-only commands load the pipeline file), so the check is cronsim's
+    (pure Python). It accepts what Prefect does for ordinary expressions; it is stricter on
+    day-month pairs that never occur (``0 0 31 2 *``), which Prefect accepts and never runs.
+    """
+    from cronsim import CronSim, CronSimError
+
+    try:
+        CronSim(_CRON_MACROS.get(expr.strip().lower(), expr), dt.datetime(2000, 1, 1))
+    except CronSimError as exc:
+        raise ValueError(f"not a cron expression ({exc}); e.g. '0 2 * * *' for 02:00 every day") from None
+    return expr
+
 
 class WebhookSource(Strict):
     """Where the shared secret of one CI webhook source comes from (never the file itself)."""
@@ -647,7 +682,7 @@ ENV_OVERRIDES = {
 
 
 def config_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    return Path(explicit or os.environ.get("PROMOTION_CONFIG") or DEFAULT_CONFIG)
+    return Path(explicit or settings().config or DEFAULT_CONFIG)
 
 
 def load_pipeline(path: str | os.PathLike[str] | None = None, *, apply_env: bool = True) -> Pipeline:
@@ -669,9 +704,7 @@ def load_pipeline(path: str | os.PathLike[str] | None = None, *, apply_env: bool
 
 
 def with_env_overrides(pipeline: Pipeline, source: str = "<env>") -> Pipeline:
-    overrides = {
-        field: os.environ[var] for field, var in ENV_OVERRIDES.items() if os.environ.get(var) is not None
-    }
+    overrides = settings().store_overrides()
     if not overrides:
         return pipeline
     store = pipeline.store.model_dump()

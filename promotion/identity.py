@@ -5,12 +5,14 @@ from __future__ import annotations
 import getpass
 import os
 
+from promotion.settings import settings
+
 
 def current_actor(explicit: str | None = None) -> str:
     """``--as`` if given, else PROMOTION_ACTOR, the CI user, or the login name."""
     for value in (
         explicit,
-        os.environ.get("PROMOTION_ACTOR"),
+        settings().actor,
         os.environ.get("GITHUB_ACTOR"),
         os.environ.get("GITLAB_USER_LOGIN"),
     ):

@@ -12,7 +12,6 @@ with pagination is :meth:`S3.list_objects` / :meth:`S3.list_folders` alone.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from promotion.errors import (
     StoreUnavailable,
     StoreUnreachable,
 )
+from promotion.settings import settings
 
 if TYPE_CHECKING:
     import boto3
@@ -100,7 +100,7 @@ def make_client(cfg: StoreConfig, *, max_attempts: int | None = None, pool: int 
     from botocore.config import Config
 
     if max_attempts is None:
-        max_attempts = int(os.environ.get("PROMOTION_S3_MAX_ATTEMPTS", "5"))
+        max_attempts = settings().s3_max_attempts
     config = Config(
         region_name=cfg.region,
         retries={"mode": "standard", "total_max_attempts": max_attempts},

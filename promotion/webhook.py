@@ -767,8 +767,10 @@ class PrefectTrigger:
 
     def __init__(self, deployment: str, *, max_in_flight: int | None = None) -> None:
         if max_in_flight is None:
-            text = os.environ.get(MAX_IN_FLIGHT_ENV, str(DEFAULT_MAX_IN_FLIGHT))
-            max_in_flight = int(text) if text.strip().isdigit() else 0
+            # Imported here: this edit leaves the module's import block to its restructuring.
+            from promotion.settings import settings
+
+            max_in_flight = settings().webhook_max_in_flight  # bad values raise ConfigError there
         if max_in_flight < 1:
             raise ConfigError(MAX_IN_FLIGHT_ENV, ["must be a whole number of at least 1"])
         self.deployment = deployment
