@@ -533,7 +533,8 @@ def read_response(sock: socket.socket) -> bytes:
 
 def test_408_slow_body(hook_pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that sends half a body and stalls is dropped, on the real uvicorn server."""
-    monkeypatch.setattr(webhook, "BODY_TIMEOUT_S", 0.5)
+    # The app reads the limit from its own module (promotion.webhook re-exports it).
+    monkeypatch.setattr("promotion.webhook.app.BODY_TIMEOUT_S", 0.5)
     with serve_in_thread(create_app(hook_pipeline, trigger=RecordingTrigger())) as url:
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as sock:
