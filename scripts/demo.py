@@ -56,7 +56,16 @@ def free_port() -> int:
 
 def promote(env: dict[str, str], *args: str, capture: bool = False) -> str:
     print(f"$ promote {' '.join(shlex.quote(a) for a in args)}", flush=True)
-    r = subprocess.run([PROMOTE, *args], env=env, text=True, stdout=subprocess.PIPE if capture else None)
+    # Its own session, as the background servers have: Ctrl-C reaches only the demo, which then
+    # kills this child (subprocess.run does on the interrupt). A child hit by Ctrl-C while its
+    # interpreter starts would print Python's own traceback.
+    r = subprocess.run(
+        [PROMOTE, *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE if capture else None,
+        start_new_session=True,
+    )
     if r.returncode != 0:
         raise SystemExit(f"demo: 'promote {args[0]}' exited {r.returncode}")
     if capture:
