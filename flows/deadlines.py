@@ -49,18 +49,7 @@ def close_expired_approvals(config: str | None = None, service: str | None = Non
         )
         artifact = store.record(request.service, request.digest)
         current = rec.state.environments.get(request.environment)
-        report.event(
-            "approval.timed_out",
-            service=request.service,
-            environment=request.environment,
-            digest=request.digest,
-            payload={
-                **report.approval_payload(
-                    artifact, request.environment, current, request.flow_run_id, deploys=False
-                ),
-                "reason": rec.reason,
-            },
-        )
+        report.approval_timed_out(artifact, request.environment, current, request.flow_run_id, rec.reason)
     if not closed:
         logger.info("no approval request is past its deadline")
     return {"closed": [f"{r.service} {r.environment} {r.digest}" for r, _ in closed]}

@@ -329,22 +329,7 @@ def _await_approval(
     assert env.approval is not None
     policy = env.approval
     request = _open_request(store, artifact, env, requested_by)
-    report.event(
-        "approval.requested",
-        service=artifact.service,
-        environment=env.name,
-        digest=artifact.digest,
-        payload={
-            **report.approval_payload(artifact, env.name, current, _run_id()),
-            "approvers": policy.approvers,
-            "min_approvals": policy.min_approvals,
-            "flow_run_id": _run_id(),
-            "timeout_s": policy.timeout.total_seconds(),
-            "deadline": request.deadline.isoformat(),
-            "request_seq": request.opened.seq,
-            "continued": request.latest.seq != request.opened.seq,
-        },
-    )
+    _announce_request(request, artifact, env, current, _run_id())
 
     def read_tally() -> tuple[Tally, int]:
         nonlocal request
@@ -438,16 +423,7 @@ def _approval_so_far(
         )  # fmt: skip
         if written is None:  # the deadline check got there first and announced it
             raise ApprovalRejected(env.name, "timeout", reason)
-        report.event(
-            "approval.timed_out",
-            service=artifact.service,
-            environment=env.name,
-            digest=artifact.digest,
-            payload={
-                **report.approval_payload(artifact, env.name, current, waiting_run, deploys=False),
-                "reason": reason,
-            },
-        )
+        report.approval_timed_out(artifact, env.name, current, waiting_run, reason)
         raise ApprovalRejected(env.name, "timeout", reason)
     return {
         "environment": env.name,
@@ -793,22 +769,8 @@ def _stage_failure(
                 store, artifact, env, requested_by, [], answered, reason, idempotency=f"timeout:{env.name}"
             )
         stage_run = state.state_details.flow_run_id  # the stage run that waited, for its UI link
-        report.event(
-            "approval.timed_out",
-            service=artifact.service,
-            environment=env.name,
-            digest=artifact.digest,
-            payload={
-                **report.approval_payload(
-                    artifact,
-                    env.name,
-                    store.ledger.state(artifact.service).environments.get(env.name),
-                    str(stage_run) if stage_run else None,
-                    deploys=False,
-                ),
-                "reason": reason,
-            },
-        )
+        current = store.ledger.state(artifact.service).environments.get(env.name)
+        report.approval_timed_out(artifact, env.name, current, str(stage_run) if stage_run else None, reason)
         return reason
     if isinstance(exc, PromotionError):
         return f"{type(exc).__name__}: {exc}"

@@ -117,6 +117,23 @@ def approval_payload(
     }
 
 
+def approval_timed_out(
+    artifact: ArtifactRecord, environment: str, current: EnvState | None, flow_run_id: str | None, reason: str
+) -> None:
+    """``promotion.approval.timed_out``, whoever recorded the timeout (the waiting run, the
+    re-entered run, the deadline check): nothing was deployed."""
+    event(
+        "approval.timed_out",
+        service=artifact.service,
+        environment=environment,
+        digest=artifact.digest,
+        payload={
+            **approval_payload(artifact, environment, current, flow_run_id, deploys=False),
+            "reason": reason,
+        },
+    )
+
+
 def decision_payload(decision: Decision, verdict: Verdict, tally: Tally) -> dict[str, Any]:
     """How one answer was judged, as a notification says it: counted, refused (why) or final."""
     have, need = len(tally.approved_by), tally.policy.min_approvals
