@@ -26,7 +26,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from promotion import deploy, signing
+from promotion import signing
 from promotion.config import CopyTarget, WebhookTarget
 from promotion.deploy import (
     DeployFailed,
@@ -36,6 +36,7 @@ from promotion.deploy import (
     TargetBucketNotFound,
     WebhookSecretError,
     call_deploy_webhook,
+    copy_target,
     copy_to_target,
     presign_blob,
     read_target_digest,
@@ -138,9 +139,10 @@ def test_managed_copy_above_the_copyobject_limit(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Real blobs above 5 GiB are too big for a test: lower the limit, keep S3's 5 MiB minimum part.
-    monkeypatch.setattr(deploy, "MAX_COPY_OBJECT_SIZE", 1 * MiB)
-    monkeypatch.setattr(deploy, "COPY_PART_SIZE", 5 * MiB)
+    # Real blobs above 5 GiB are too big for a test: lower the limit (in the module that reads it),
+    # keep S3's 5 MiB minimum part.
+    monkeypatch.setattr(copy_target, "MAX_COPY_OBJECT_SIZE", 1 * MiB)
+    monkeypatch.setattr(copy_target, "COPY_PART_SIZE", 5 * MiB)
     data = os.urandom(6 * MiB + 3)
     digest = publish(store, tmp_path, data)
 
@@ -165,8 +167,8 @@ def test_copy_refused_when_source_replaced_between_head_and_copy(
     data = os.urandom(6 * MiB + 3 if large else 1000)
     digest = publish(store, tmp_path, data)
     if large:
-        monkeypatch.setattr(deploy, "MAX_COPY_OBJECT_SIZE", 1 * MiB)
-        monkeypatch.setattr(deploy, "COPY_PART_SIZE", 5 * MiB)
+        monkeypatch.setattr(copy_target, "MAX_COPY_OBJECT_SIZE", 1 * MiB)
+        monkeypatch.setattr(copy_target, "COPY_PART_SIZE", 5 * MiB)
     replaced: list[str] = []
 
     def replace_source(**_: Any) -> None:
