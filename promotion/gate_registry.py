@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from promotion import gates as g
+from promotion import windows
 from promotion.config import (
     CoverageGate,
     GateBase,
@@ -160,7 +161,7 @@ for _kind in (
     GateKind(
         WindowGate,
         evaluate=lambda gate, ctx: g.evaluate_window(gate, ctx.now),
-        ready_at=lambda gate, ctx, start: g.next_opening(gate, start),
+        ready_at=lambda gate, ctx, start: windows.next_opening(gate, start),
     ),
     GateKind(PolicyGate, evaluate=lambda gate, ctx: g.evaluate_policy(gate, ctx.artifact, ctx.environment)),
     GateKind(HttpCheckGate, live_check=_http),

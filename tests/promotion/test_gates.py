@@ -21,9 +21,9 @@ from promotion.gates import (
     evaluate_soak,
     evaluate_tests,
     evaluate_window,
-    next_opening,
 )
 from promotion.models import ArtifactRecord, EnvState, Provenance
+from promotion.windows import next_opening
 
 FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
 UTC = dt.UTC
