@@ -14,6 +14,9 @@ The hierarchy, and what each branch means for a digest::
     │   ├── InvalidDigest, ConfigError, UnknownService, UnknownEnvironment
     │   ├── EvidenceError                an --evidence file is unusable
     │   │   └── EvidenceUnreadable       a report its parser cannot read
+    │   ├── ArtifactMetadataError        the artifact's own metadata (promotion.stacks) is
+    │   │   │                            unreadable, hostile or contradicts itself
+    │   │   └── UnknownStack, VersionMismatch   a --stack or --version the file disagrees with
     │   ├── SigningSecretInvalid         a whsec_ secret that is not base64
     │   ├── KeyTemplateError, WebhookSecretError   (also DeployErrors)
     │   └── WebhookError                 a delivery the receiver refuses (the sender's input)
@@ -574,3 +577,35 @@ class DeliveryConflict(WebhookError):
 
 class ReceiverUnavailable(InfrastructureError):
     """Prefect, S3 or a secret store could not be reached; the sender may retry later."""
+
+
+# --- what an artifact says about itself (promotion.stacks) ---------------------------------------
+
+
+class ArtifactMetadataError(UsageError):
+    """The artifact's own metadata is unreadable, hostile or contradicts itself (exit 2).
+
+    ``path`` is the file as given, ``reason`` what is wrong with it, naming the member read.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class UnknownStack(ArtifactMetadataError):
+    """``--stack`` names no adapter."""
+
+
+class VersionMismatch(ArtifactMetadataError):
+    """``--version`` disagrees with the version the artifact carries."""
+
+    def __init__(self, path: str, given: str, own: str, where: str) -> None:
+        self.given = given
+        self.own = own
+        super().__init__(
+            path,
+            f"--version {given} disagrees with version {own} in {where}; drop --version (the "
+            "artifact's own is recorded) or publish the file that was built as that version",
+        )
