@@ -150,6 +150,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.exceptions import ObjectNotFound
 
+from flows._report import artifact_key
 from flows.approval import poll_interval
 from flows.pipeline import promote_pipeline
 from promotion import s3 as s3_module
@@ -164,7 +165,6 @@ from promotion.plan import plan, previous_environment
 from promotion.report import stage_report
 from promotion.s3 import S3
 from promotion.store import ArtifactStore, parse_evidence
-from tasks.report import artifact_key
 
 T = TypeVar("T")
 

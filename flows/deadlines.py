@@ -16,9 +16,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows import _report as report
+from promotion.ci_context import current_actor
 from promotion.deadlines import close_expired
-from promotion.identity import current_actor
-from tasks import report
 
 FLOW_NAME = "close-expired-approvals"
 DEPLOYMENT_NAME = "approval-deadlines"

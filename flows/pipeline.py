@@ -21,8 +21,10 @@ from prefect.runtime import deployment, flow_run
 from prefect.states import Completed, Failed
 
 from flows import _logging
+from flows import _report as report
 from flows.approval import wait_for_approvals
 from promotion.approval import Decision, Tally, Verdict
+from promotion.ci_context import current_actor
 from promotion.config import (
     Environment,
     Pipeline,
@@ -43,7 +45,6 @@ from promotion.errors import (
     VerificationFailed,
 )
 from promotion.gates import GateResult
-from promotion.identity import current_actor
 from promotion.lock import Holder, StoreLock
 from promotion.models import ArtifactRecord, EnvState, LedgerRecord, LedgerState, utcnow
 from promotion.plan import held_back, plan, previous_environment, previous_stay, remaining_environments
@@ -52,7 +53,6 @@ from promotion.report import approval_description, gate_table, stage_report
 from promotion.requests import ApprovalRequest, answer_details, find_request, request_details
 from promotion.settings import settings
 from promotion.store import ArtifactStore
-from tasks import report
 from tasks.deploy import deploy, verify_live
 from tasks.gates import evaluate_stage_gates
 

@@ -7,13 +7,13 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
+from flows import _report as report
 from flows.pipeline import _load, stage_lock
+from promotion.ci_context import current_actor
 from promotion.digest import Digest
 from promotion.errors import VerificationFailed
-from promotion.history import rollback_target
-from promotion.identity import current_actor
 from promotion.report import gate_table
-from tasks import report
+from promotion.rollback_targets import rollback_target
 from tasks.deploy import deploy, verify_live
 
 

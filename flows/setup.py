@@ -106,7 +106,7 @@ def ensure_crash_automation() -> list[Automation]:
 # --- approval notifications (pipeline file: notifications.approvals) --------------------------------
 
 #: The event each notification kind reacts to (emitted by flows/pipeline.py, payloads from
-#: tasks/report.py: approval_payload, decision_payload).
+#: flows/_report.py: approval_payload, decision_payload).
 APPROVAL_EVENTS: dict[str, str] = {
     "requested": "promotion.approval.requested",
     "decided": "promotion.approval.decided",

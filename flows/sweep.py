@@ -31,6 +31,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
 from flows import _logging
+from flows import _report as report
 from promotion.config import Pipeline, load_pipeline
 from promotion.errors import PromotionError
 from promotion.models import utcnow
@@ -47,7 +48,6 @@ from promotion.sweep import (
     sweep_date,
     sweep_services,
 )
-from tasks import report
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun

@@ -192,7 +192,7 @@ def publish(
     as_json: JsonOpt = False,
 ) -> None:
     """Upload PATH under its sha256 digest, with its evidence, and print the digest."""
-    from promotion import identity
+    from promotion import ci_context
     from promotion.models import Provenance
     from promotion.store import MULTIPART_THRESHOLD, parse_evidence
 
@@ -202,11 +202,11 @@ def publish(
         raise _usage(f"no such file: {path}")
     ev = parse_evidence(evidence or [], follow_symlinks=follow_symlinks)
     provenance = Provenance(
-        commit=commit or identity.ci_commit(),
-        commit_author=commit_author or identity.ci_commit_author(),
-        build_url=build_url or identity.ci_build_url(),
-        builder=builder or identity.ci_builder(),
-        published_by=identity.current_actor(actor),
+        commit=commit or ci_context.ci_commit(),
+        commit_author=commit_author or ci_context.ci_commit_author(),
+        build_url=build_url or ci_context.ci_build_url(),
+        builder=builder or ci_context.ci_builder(),
+        published_by=ci_context.current_actor(actor),
     )
     from promotion.store import ArtifactStore
 
@@ -493,7 +493,7 @@ def run(
     actor: Annotated[str | None, typer.Option("--as", help="Who requests the promotion.")] = None,
 ) -> None:
     """Run the promotion pipeline against the configured Prefect API (PREFECT_API_URL)."""
-    from promotion import identity
+    from promotion import ci_context
     from promotion.digest import Digest
 
     Digest(digest)
@@ -505,7 +505,7 @@ def run(
         digest=digest,
         to=to,
         dry_run=dry_run,
-        requested_by=identity.current_actor(actor),
+        requested_by=ci_context.current_actor(actor),
         config=str(state.config) if state.config else None,
         return_state=True,
     )
@@ -611,7 +611,7 @@ def rollback(
     actor: Annotated[str | None, typer.Option("--as", help="Who rolls back.")] = None,
 ) -> None:
     """Put an environment back on its previous digest (or --to one that ran there before)."""
-    from promotion import identity
+    from promotion import ci_context
     from promotion.digest import Digest
 
     pipeline = _pipeline()
@@ -625,7 +625,7 @@ def rollback(
         service=service,
         environment=env,
         to_digest=to,
-        requested_by=identity.current_actor(actor),
+        requested_by=ci_context.current_actor(actor),
         reason=reason,
         config=str(state.config) if state.config else None,
         return_state=True,

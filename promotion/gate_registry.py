@@ -131,13 +131,13 @@ def _soak_ready(gate: SoakGate, ctx: GateContext, start: dt.datetime) -> dt.date
 
 def _http(gate: HttpCheckGate) -> GateResult:
     # Imported here: httpx is only needed after deploy, not by the S3-only commands' start-up.
-    from promotion.live import check_http
+    from promotion.live_checks import check_http
 
     return check_http(gate)
 
 
 def _prometheus(gate: PrometheusGate) -> GateResult:
-    from promotion.live import check_prometheus
+    from promotion.live_checks import check_prometheus
 
     return check_prometheus(gate)
 

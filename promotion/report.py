@@ -60,7 +60,7 @@ _GATE_LINE_CHARS = 64
 
 
 def _stage_report_key(service: str, env: str) -> str:
-    """The key of the stage's report artifact: the same rule as ``tasks.report.artifact_key``.
+    """The key of the stage's report artifact: the same rule as ``flows._report.artifact_key``.
 
     Repeated here because the core may not import ``tasks`` (which imports Prefect); a test checks
     that both give the same key.

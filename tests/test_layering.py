@@ -147,7 +147,7 @@ def test_the_walk_finds_what_it_must_refuse(tmp_path: Path) -> None:
         "def f():\n"
         "    importlib.import_module('flows.sweep')\n"  # 16
         "    return __import__(name)\n"  # 17
-        "g = lambda: __import__('tasks.report')\n"  # 18
+        "g = lambda: __import__('tasks.gates')\n"  # 18
         "from . import digest\n"  # 19
     )
     seen = {(i.line, i.name, i.lazy, i.type_only) for i in imports(sample, root=tmp_path)}
@@ -159,6 +159,6 @@ def test_the_walk_finds_what_it_must_refuse(tmp_path: Path) -> None:
         (14, "flows", True, False),
         (16, "flows.sweep", True, False),
         (17, "?", True, False),
-        (18, "tasks.report", True, False),
+        (18, "tasks.gates", True, False),
         (19, "promotion.digest", False, False),
     } <= seen

@@ -396,7 +396,7 @@ def _description(decisions: list[tuple[Decision, bool, str]]) -> str:
 
 
 def test_description_is_a_few_short_lines_without_a_table() -> None:
-    from tasks.report import artifact_key
+    from flows._report import artifact_key
 
     text = _description([])
     lines = text.splitlines()

@@ -65,7 +65,7 @@ def test_the_block_types_are_prefects_own_slugs() -> None:
 def test_each_answer_says_how_it_was_judged(
     answers: list[tuple[str, str]], result: str, summary: str
 ) -> None:
-    from tasks.report import decision_payload
+    from flows._report import decision_payload
 
     policy = ApprovalPolicy(approvers=["alice", "bob", "dana"], min_approvals=2)
     tally = Tally(policy=policy, commit_author="dana", requested_by=None)
@@ -81,7 +81,7 @@ def test_each_answer_says_how_it_was_judged(
 def test_the_ui_link_in_an_event_never_carries_the_api_credential() -> None:
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 
-    from tasks.report import flow_run_ui_url
+    from flows._report import flow_run_ui_url
 
     with temporary_settings({PREFECT_API_URL: "http://admin:s3cret@prefect.internal:4200/api"}):
         assert flow_run_ui_url("abc") == "http://prefect.internal:4200/runs/flow-run/abc"

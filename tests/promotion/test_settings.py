@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from promotion.ci_context import current_actor
 from promotion.config import StoreConfig, config_path, load_pipeline, parse_pipeline
 from promotion.errors import ConfigError
-from promotion.identity import current_actor
 from promotion.s3 import make_client
 from promotion.settings import VARIABLES, settings
 

@@ -6,8 +6,8 @@ import pytest
 
 from promotion.digest import Digest
 from promotion.errors import RollbackRefused
-from promotion.history import deployment_stack, rollback_target
 from promotion.models import LedgerRecord, LedgerState
+from promotion.rollback_targets import deployment_stack, rollback_target
 
 A, B, C, D = (Digest.of_bytes(x) for x in (b"a", b"b", b"c", b"d"))
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from promotion.config import HttpCheckGate, PrometheusGate
-from promotion.live import check_http, check_prometheus
+from promotion.live_checks import check_http, check_prometheus
 
 Answer = tuple[int, str, bytes]  # status, content type, body
 
