@@ -182,6 +182,11 @@ class ScanGate(GateBase):
     )
     max_security_severity: Annotated[float, Field(ge=0.0, le=10.0)] | None = None
     allow_rules: list[str] = Field(default_factory=list, description="rule ids never counted")
+    allow_tool_errors: bool = Field(
+        default=False,
+        description="pass despite executionSuccessful: false or an error-level tool notification "
+        "(reported, not failed)",
+    )
 
 
 class PerfGate(GateBase):

@@ -267,11 +267,18 @@ def evaluate_scan(gate: ScanGate, reports: Sequence[bytes]) -> GateResult:
     list is empty) whose rule is not in ``allow_rules`` and which are neither suppressed nor
     ``baselineState: absent`` (fixed since the baseline). A configured tool without any run in
     the reports fails the gate, as does a run that did not complete.
+
+    Scanner health: a run whose tool says it failed (``executionSuccessful: false``) or wrote an
+    error-level tool notification (a target not found, a rule that did not load) fails the gate
+    with the tool's own message, because its "0 findings" covers less than it was asked to;
+    ``allow_tool_errors: true`` turns those into reported notes. Lower-level notifications never
+    count.
     """
     thresholds: Values = {f"max_{level}": gate.max_findings[level] for level in gate.max_findings}
     thresholds["max_security_severity"] = gate.max_security_severity
     thresholds["tools"] = ", ".join(gate.tools) or None
     thresholds["allow_rules"] = ", ".join(gate.allow_rules) or None
+    thresholds["allow_tool_errors"] = str(gate.allow_tool_errors).lower()
     wanted = {t.casefold() for t in gate.tools}
     allowed = set(gate.allow_rules)
 
@@ -302,8 +309,26 @@ def evaluate_scan(gate: ScanGate, reports: Sequence[bytes]) -> GateResult:
         for tool in gate.tools:
             if tool.casefold() not in present:
                 bad.append(f"no SARIF run from tool {tool!r} (tools present: {', '.join(tools) or 'none'})")
+        # Scanner health: what the tools said about their own runs.
+        health = [
+            f"incomplete scan from {run.tool}: {run.reason}"
+            for run in (r for s in summaries for r in s.incomplete)
+            if selected(run.tool) and run.execution_failed
+        ]
+        errors = [e for s in summaries for e in s.tool_errors if selected(e.tool)]
+        # Past the listed ones only a count is kept, so their tool is unknown: counted anyway.
+        unlisted = sum(s.tool_error_count - len(s.tool_errors) for s in summaries)
+        for e in errors[:5]:
+            # Bandit files a skipped (unparsable) file under configuration notifications.
+            where = " in a tool configuration notification" if e.source == "configuration" else ""
+            by = f" ({e.descriptor})" if e.descriptor else ""
+            at = f" ({e.location})" if e.location and e.location not in e.message else ""
+            health.append(f"{e.tool} reported an error{where}{by}: {e.message}{at}")
+        if len(errors) + unlisted > 5:
+            health.append(f"and {len(errors) + unlisted - 5} more error-level tool notifications")
+        measured["tool_errors"] = len(errors) + unlisted
         for run in (r for s in summaries for r in s.incomplete):
-            if selected(run.tool):
+            if selected(run.tool) and not run.execution_failed:
                 bad.append(f"incomplete scan from {run.tool}: {run.reason}")
         for level, limit in gate.max_findings.items():
             hits = by_level[level]
@@ -327,6 +352,10 @@ def evaluate_scan(gate: ScanGate, reports: Sequence[bytes]) -> GateResult:
         good = [
             f"{len(counted)} findings from {', '.join(tools) or 'no tool'}: {limits or 'no level limits'}"
         ]
+        if health and gate.allow_tool_errors:
+            good.extend(f"allowed by allow_tool_errors: {line}" for line in health)
+        elif health:
+            bad[:0] = health  # first: the findings counts below them may be incomplete
         if gate.max_security_severity is not None:
             top = max(severities, default=None)
             good.append(

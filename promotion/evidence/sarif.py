@@ -5,12 +5,19 @@ from __future__ import annotations
 import codecs
 import io
 from collections.abc import Iterator, Mapping
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import ijson
 
 from promotion.evidence._safe import _checked, _decode, _fail, _guarded, _list, _num, _obj
-from promotion.evidence.summaries import SARIF_LEVELS, Finding, IncompleteRun, SarifLevel, ScanSummary
+from promotion.evidence.summaries import (
+    SARIF_LEVELS,
+    Finding,
+    IncompleteRun,
+    SarifLevel,
+    ScanSummary,
+    ToolError,
+)
 
 #: Finding messages are cut to this many characters: they end up in gate reasons and the ledger.
 MAX_MESSAGE_CHARS = 300
@@ -19,6 +26,16 @@ MAX_MESSAGE_CHARS = 300
 #: the scan gate judges, and identical ones share one object, so a log with 500,000 results
 #: costs a list of pointers rather than 500,000 objects.
 MAX_LISTED_FINDINGS = 1000
+
+#: Error-level tool notifications kept whole in a :class:`ScanSummary`; the rest are only counted
+#: (a tool that fails on every file of a monorepo writes one per file).
+MAX_LISTED_TOOL_ERRORS = 100
+
+#: The notification arrays of an invocation, and what the summary calls each.
+_NOTIFICATIONS: tuple[tuple[str, Literal["execution", "configuration"]], ...] = (
+    ("toolExecutionNotifications", "execution"),
+    ("toolConfigurationNotifications", "configuration"),
+)
 
 _STARTS = frozenset(("start_map", "start_array"))
 _LEVELS = frozenset(SARIF_LEVELS)
@@ -248,6 +265,8 @@ class _Scan:
         self.tools: list[str] = []
         self.findings: list[Finding] = []
         self.incomplete: list[IncompleteRun] = []
+        self.tool_errors: list[ToolError] = []
+        self.tool_error_count = 0
         # Findings past MAX_LISTED_FINDINGS: one shared object per distinct key.
         self._shared: dict[_FindingKey, Finding] = {}
 
@@ -348,6 +367,40 @@ class _Run:
 _ABSENT = object()
 
 
+def _tool_errors(scan: _Scan, tool: str, invocation: Mapping[str, Any], where: str) -> None:
+    """Add the error-level notifications of one invocation to ``scan``.
+
+    A notification's level defaults to ``warning`` (spec 3.58.6): only an explicit ``error``
+    counts. CodeQL writes ``none``/``note`` diagnostics on every healthy run, which must not
+    fail a gate. An unknown level is refused like a result's.
+    """
+    fmt = "SARIF"
+    for key, source in _NOTIFICATIONS:
+        for k, value in enumerate(_list(invocation.get(key), fmt, f"{where}.{key}")):
+            note = _obj(value, fmt, f"{where}.{key}[{k}]")
+            if _level(note.get("level"), fmt, f"{where}.{key}[{k}].level") != "error":
+                continue
+            scan.tool_error_count += 1
+            if len(scan.tool_errors) >= MAX_LISTED_TOOL_ERRORS:
+                continue
+            descriptor = note.get("descriptor")
+            descriptor_id = descriptor.get("id") if isinstance(descriptor, dict) else None
+            text = _message(note, None)
+            if not text:
+                exception = note.get("exception")
+                if isinstance(exception, dict):
+                    text = _message({"message": {"text": exception.get("message")}}, None)
+            scan.tool_errors.append(
+                ToolError(
+                    tool=tool,
+                    message=text or "(the notification has no message)",
+                    descriptor=descriptor_id if isinstance(descriptor_id, str) else None,
+                    location=_location(note),
+                    source=source,
+                )
+            )
+
+
 def _read_run(scan: _Scan, i: int, events: _Events) -> None:
     """One ``runs[i]`` object, its results streamed; ``events`` is just past its ``start_map``."""
     fmt = "SARIF"
@@ -384,12 +437,24 @@ def _read_run(scan: _Scan, i: int, events: _Events) -> None:
         run = _Run(None if tool_value is _ABSENT else tool_value, where)
         scan.tools.append(run.name)
     for j, inv in enumerate(_list(invocations, fmt, f"{where}.invocations")):
-        if isinstance(inv, dict) and inv.get("executionSuccessful") is False:
+        if not isinstance(inv, dict):
+            continue
+        _tool_errors(scan, run.name, inv, f"{where}.invocations[{j}]")
+        if inv.get("executionSuccessful") is False:
             code = inv.get("exitCode")
             exit_text = f" (exit code {code})" if code is not None else ""
+            # The tool's own words, where it gave them (spec 3.20.17, 3.20.19).
+            said = [
+                " ".join(text.split())[:MAX_MESSAGE_CHARS]
+                for text in (inv.get("exitCodeDescription"), inv.get("processStartFailureMessage"))
+                if isinstance(text, str) and text.strip()
+            ]
             scan.incomplete.append(
                 IncompleteRun(
-                    tool=run.name, reason=f"invocation {j} reports executionSuccessful=false{exit_text}"
+                    tool=run.name,
+                    reason=f"invocation {j} reports executionSuccessful=false{exit_text}"
+                    + "".join(f": {text}" for text in said),
+                    execution_failed=True,
                 )
             )
     if results is None:
@@ -449,4 +514,10 @@ def _read_sarif(events: _Events) -> ScanSummary:
         _fail(fmt, "'runs' is null: the tool failed before it produced any run")
     if runs_state == "other":
         _list(runs_value, fmt, "runs")
-    return ScanSummary(tools=scan.tools, findings=scan.findings, incomplete=scan.incomplete)
+    return ScanSummary(
+        tools=scan.tools,
+        findings=scan.findings,
+        incomplete=scan.incomplete,
+        tool_errors=scan.tool_errors,
+        tool_error_count=scan.tool_error_count,
+    )

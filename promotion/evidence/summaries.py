@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 SarifLevel = Literal["error", "warning", "note", "none"]
 SARIF_LEVELS: tuple[SarifLevel, ...] = ("error", "warning", "note", "none")
@@ -62,6 +62,27 @@ class IncompleteRun(_Summary):
 
     tool: str
     reason: str
+    #: True when the tool itself said so (``executionSuccessful: false``): ``allow_tool_errors``
+    #: waives these; a run without a ``results`` array is never waived.
+    execution_failed: bool = False
+
+
+class ToolError(_Summary):
+    """An error-level notification a scanner wrote about its own run (not a finding).
+
+    From ``invocations[].toolExecutionNotifications`` (a target file not found, a parser crash)
+    or ``toolConfigurationNotifications`` (a rule that failed to load): the scan did not cover
+    what it was asked to, although its results may say "0 findings".
+    """
+
+    tool: str
+    #: The tool's own message (cut to the finding message length).
+    message: str
+    #: The notification's ``descriptor.id`` (Semgrep writes ``SemgrepError``), when it has one.
+    descriptor: str | None = None
+    #: The first location the notification names (Bandit names the file it had to skip).
+    location: str | None = None
+    source: Literal["execution", "configuration"] = "execution"
 
 
 class ScanSummary(_Summary):
@@ -72,6 +93,10 @@ class ScanSummary(_Summary):
     findings: list[Finding]
     #: Runs that did not complete: ``executionSuccessful: false`` or no ``results`` array.
     incomplete: list[IncompleteRun]
+    #: Error-level tool notifications, the first MAX_LISTED_TOOL_ERRORS of them.
+    tool_errors: list[ToolError] = Field(default_factory=list)
+    #: How many error-level tool notifications the log holds (listed or not).
+    tool_error_count: int = 0
 
 
 class PerfSummary(_Summary):
