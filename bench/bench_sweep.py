@@ -26,7 +26,8 @@ has: dev "already there", staging "not yet: soak", prod "open_approval" (v1 soak
 
 What each figure means
 ----------------------
-* cold: ``promotion.sweep.sweep`` the first night (no history index yet: every ledger is listed
+* cold: the core's steps the flow takes (``sweep_services``, ``correct_all``, ``run_retention``
+  from ``promotion.sweep``) the first night (no history index yet: every ledger is listed
   and read in full once, and the index written).
 * steady: the same, the next nights (index up to date: the ledger costs its tip, 3 GETs, and the
   index, 1 GET). Median of ``--repeats`` runs. This is the figure the growth goal applies to.
@@ -54,7 +55,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from _common import (
     RESULTS_DIR,
@@ -78,7 +79,7 @@ from promotion.digest import Digest
 from promotion.local_s3 import LocalS3
 from promotion.models import Provenance, utcnow
 from promotion.store import ArtifactStore, parse_evidence
-from promotion.sweep import SweepReport, sweep
+from promotion.sweep import RetentionReport, ServiceReport, correct_all, run_retention, sweep_services
 
 DEFAULT_OUT = RESULTS_DIR / "sweep.json"
 GOAL = 11.0
@@ -174,7 +175,14 @@ def seed(pipeline: Pipeline, tmp: Path, now: dt.datetime) -> dict[str, tuple[Dig
 # -- measuring ----------------------------------------------------------------------------------------
 
 
-def check_report(rep: SweepReport, seeded: dict[str, tuple[Digest, Digest]]) -> list[str]:
+class Night(NamedTuple):
+    """What the core's steps found in one night (starting runs is the flow's part: see ``flow``)."""
+
+    services: list[ServiceReport]
+    retention: RetentionReport
+
+
+def check_report(rep: Night, seeded: dict[str, tuple[Digest, Digest]]) -> list[str]:
     """What is wrong with the night's report, given what was seeded (empty: all as expected)."""
     problems: list[str] = []
     for s in rep.services:
@@ -196,10 +204,11 @@ def check_report(rep: SweepReport, seeded: dict[str, tuple[Digest, Digest]]) -> 
 
 def timed_sweep(
     store: ArtifactStore, counter: S3RequestCounter, now: dt.datetime
-) -> tuple[float, SweepReport, Counter[str]]:
+) -> tuple[float, Night, Counter[str]]:
     counter.take_attempts()
     t0 = time.perf_counter()
-    rep = sweep(store, now=now)
+    services = correct_all(store, sweep_services(store, now=now))
+    rep = Night(services, run_retention(store, services, now=now))
     elapsed = time.perf_counter() - t0
     return elapsed, rep, counter.take_attempts()
 

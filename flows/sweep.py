@@ -1,4 +1,4 @@
-"""The nightly sweep as a Prefect flow: the decisions are :mod:`promotion.sweep`'s, this only acts.
+"""The nightly sweep as a Prefect flow: the steps are :mod:`promotion.sweep`'s, their order is here.
 
 >>> nightly_sweep(dry_run=True)        # doctest: +SKIP
 
@@ -39,12 +39,12 @@ from promotion.store import ArtifactStore
 from promotion.sweep import (
     ACTOR,
     RetentionReport,
-    RunRequest,
     ServiceReport,
+    SweepPipelineRun,
     SweepReport,
     correct_all,
-    run_requests,
     run_retention,
+    runs_to_start,
     sweep_date,
     sweep_services,
 )
@@ -79,10 +79,10 @@ def correct(store: ArtifactStore, reports: list[ServiceReport]) -> list[ServiceR
 
 @task(name="retention", cache_policy=NO_CACHE)
 def retention(
-    store: ArtifactStore, reports: list[ServiceReport], now: dt.datetime, apply: bool
+    store: ArtifactStore, reports: list[ServiceReport], now: dt.datetime, apply: bool, dry_run: bool
 ) -> RetentionReport:
-    """List (and with ``apply`` delete) blobs nothing references and older than the retention."""
-    return run_retention(store, reports, now=now, apply=apply)
+    """List (with ``apply`` and not ``dry_run``, delete) blobs nothing references, past the retention."""
+    return run_retention(store, reports, now=now, apply=apply, dry_run=dry_run)
 
 
 def _open_runs(deployment: str) -> tuple[dict[tuple[str, str, str], str], str | None]:
@@ -123,7 +123,7 @@ def _open_runs(deployment: str) -> tuple[dict[tuple[str, str, str], str], str | 
 
 
 @task(name="start-pipeline-runs", cache_policy=NO_CACHE)
-def start_runs(requests: list[RunRequest]) -> list[RunRequest]:
+def start_runs(requests: list[SweepPipelineRun]) -> list[SweepPipelineRun]:
     """Start one pipeline run per request (``timeout=0``: never wait), unless one is open already.
 
     A run still open from an earlier night (e.g. paused for approval) is not doubled; the same
@@ -134,7 +134,7 @@ def start_runs(requests: list[RunRequest]) -> list[RunRequest]:
     if not requests:
         return []
     logger = get_run_logger()
-    out: list[RunRequest] = []
+    out: list[SweepPipelineRun] = []
     cache: dict[str, tuple[dict[tuple[str, str, str], str], str | None]] = {}
     for r in requests:
         if r.deployment not in cache:
@@ -262,9 +262,9 @@ def nightly_sweep(
     reports = sweep_all(store, now, dry_run)
     if not dry_run:
         reports = correct(store, reports)
-    kept = retention(store, reports, now, apply_retention and not dry_run)
+    kept = retention(store, reports, now, apply_retention, dry_run)
     date = sweep_date(now, pipeline.sweep.timezone)
-    requests = run_requests(reports, deployment=pipeline.webhooks.deployment, date=date)
+    requests = runs_to_start(reports, deployment=pipeline.webhooks.deployment, date=date)
     if dry_run:
         requests = [r.model_copy(update={"outcome": "not started (dry run)"}) for r in requests]
     else:

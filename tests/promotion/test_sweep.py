@@ -24,15 +24,14 @@ from promotion.store import ArtifactStore, parse_evidence
 from promotion.sweep import (
     ACTOR,
     BlobObject,
-    Decision,
     ServiceRefs,
+    SweepDecision,
     correct_all,
     index_key,
     load_index,
     plan_retention,
-    run_requests,
     run_retention,
-    sweep,
+    runs_to_start,
     sweep_service,
     sweep_services,
 )
@@ -174,7 +173,7 @@ def seed_eligibility(w: World) -> dict[str, Digest]:
     return d
 
 
-def by_env(decisions: list[Decision]) -> dict[str, Decision]:
+def by_env(decisions: list[SweepDecision]) -> dict[str, SweepDecision]:
     return {x.environment: x for x in decisions}
 
 
@@ -210,7 +209,7 @@ def test_proposes_exactly_the_eligible_digests(world: World) -> None:
     assert [g.kind for g in ready.gates] == ["soak"] and ready.gates[0].passed
 
     # what the flow will start: one run per proposal, keyed by deployment, day, service, env, digest
-    requests = run_requests(reports.values(), deployment="promote-pipeline/pipeline", date="2026-01-02")
+    requests = runs_to_start(reports.values(), deployment="promote-pipeline/pipeline", date="2026-01-02")
     assert {(r.service, r.environment) for r in requests} == {
         ("fresh", "dev"),
         ("soaked", "staging"),
@@ -501,16 +500,21 @@ def test_dry_run_changes_nothing(world: World) -> None:
     world.corrupt_blob(d["soaked"])
     before = world.snapshot()
 
-    report = sweep(world.store, now=world.now + dt.timedelta(days=30), dry_run=True, apply_retention=True)
+    # The steps as nightly_sweep takes them in a dry run (it skips correct_all then: the flow's
+    # own dry-run test checks the drifted copy stays as it is); apply is asked for and ignored.
+    later = world.now + dt.timedelta(days=30)
+    services = sweep_services(world.store, now=later, dry_run=True)
+    retention = run_retention(world.store, services, now=later, apply=True, dry_run=True)
+    runs = runs_to_start(services, deployment="promote-pipeline/pipeline", date=f"{later:%Y-%m-%d}")
 
     assert world.snapshot() == before  # byte for byte, metadata included
-    found = {s.service: s for s in report.services}
+    found = {s.service: s for s in services}
     assert [f.environment for f in found["ready"].drift] == ["dev"]
     assert found["ready"].drift[0].action == "correct"  # would be corrected, was not
     assert [c.outcome for c in found["soaked"].checks] == ["corrupted"]
-    assert not any(c.flagged for s in report.services for c in s.checks)
-    assert report.retention.candidates and {c.action for c in report.retention.candidates} == {"would_delete"}
-    assert report.runs  # what the flow would start
+    assert not any(c.flagged for s in services for c in s.checks)
+    assert retention.candidates and {c.action for c in retention.candidates} == {"would_delete"}
+    assert runs  # what the flow would start
     assert all(load_index(world.store, s) is None for s in SERVICES)  # not even the index
 
 
@@ -524,8 +528,8 @@ def test_report_rows_name_every_action() -> None:
         now=now,
         dry_run=False,
         decisions=[
-            Decision(environment="dev", digest=d, action="promote", reason="no pre-deploy gates"),
-            Decision(environment="staging", digest=d, action="skip", reason="not yet: soak: 2h left"),
+            SweepDecision(environment="dev", digest=d, action="promote", reason="no pre-deploy gates"),
+            SweepDecision(environment="staging", digest=d, action="skip", reason="not yet: soak: 2h left"),
         ],
     )
     report = SweepReport(
@@ -535,7 +539,7 @@ def test_report_rows_name_every_action() -> None:
         apply_retention=False,
         services=[svc],
         retention=RetentionReport(configured=False, now=now),
-        runs=run_requests([svc], deployment="promote-pipeline/pipeline", date="2026-01-02"),
+        runs=runs_to_start([svc], deployment="promote-pipeline/pipeline", date="2026-01-02"),
     )
     report.runs[0].outcome, report.runs[0].flow_run_id = "started", "1234"
     rows = report.rows()
