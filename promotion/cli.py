@@ -189,9 +189,20 @@ def publish(
     actor: Annotated[
         str | None, typer.Option("--as", help="Who publishes (default: CI user or login).")
     ] = None,
+    stack: Annotated[
+        str | None,
+        typer.Option(
+            help="Read PATH as this stack (wheel, sdist, npm, jar, war, oci, helm, zip, tar, blob) "
+            "instead of recognising it."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Upload PATH under its sha256 digest, with its evidence, and print the digest."""
+    """Upload PATH under its sha256 digest, with its evidence, and print the digest.
+
+    The artifact's stack, name and version are read from the file itself; a --version that
+    disagrees with the artifact's own is refused, naming both.
+    """
     from promotion import ci_context
     from promotion.models import Provenance
     from promotion.store import MULTIPART_THRESHOLD, parse_evidence
@@ -236,9 +247,12 @@ def publish(
                 provenance=provenance,
                 evidence=ev,
                 progress=lambda n: bar.advance(task, n),
+                stack=stack,
             )
     else:
-        result = store.publish(path, service=service, version=version, provenance=provenance, evidence=ev)
+        result = store.publish(
+            path, service=service, version=version, provenance=provenance, evidence=ev, stack=stack
+        )
     if as_json:
         _emit_json(
             {
@@ -250,8 +264,10 @@ def publish(
         )
         return
     what = "already published" if result.already_published else "published"
+    rec = result.record
+    own = f" ({rec.stack}{' ' + rec.name if rec.name else ''})" if rec.stack else ""
     err.print(
-        f"{what}: {service} {version or ''} {result.record.size} bytes, "
+        f"{what}: {service} {rec.version or ''}{own} {rec.size} bytes, "
         f"{len(result.record.evidence)} evidence file(s), {result.uploaded_bytes} bytes uploaded"
     )
     sys.stdout.write(f"{result.digest}\n")

@@ -64,9 +64,21 @@ class ArtifactRecord(Record):
     provenance: Provenance
     evidence: list[EvidenceRef] = Field(default_factory=list)
     s3_checksum: str | None = None
+    #: What the artifact says it is (promotion.stacks): ``wheel``, ``npm``, ``oci``, ... or
+    #: ``blob``; None in records written before stacks were recognised.
+    stack: str | None = None
+    #: The artifact's own name (a wheel's Name, an npm package's name, Maven group:artifact).
+    name: str | None = None
+    #: Stack-specific facts, e.g. ``image_manifest_digest`` of an OCI layout.
+    stack_details: dict[str, str] = Field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that make two publishes of the same bytes the same publish."""
+        """The fields that make two publishes of the same bytes the same publish.
+
+        ``stack``, ``name`` and ``stack_details`` are not in it: they are read from the bytes,
+        so identical bytes cannot differ in them (only a forced ``--stack`` could), and a
+        record written before stacks existed stays the same publish when its bytes come again.
+        """
         return {
             "version": self.version,
             "media_type": self.media_type,

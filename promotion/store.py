@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from promotion import stacks
 from promotion.config import Pipeline
 from promotion.digest import CHUNK_SIZE, Digest
 from promotion.errors import (
@@ -375,14 +376,19 @@ class ArtifactStore:
         provenance: Provenance,
         evidence: Sequence[tuple[EvidenceKind, Path]] = (),
         progress: ProgressCallback | None = None,
+        stack: str | None = None,
     ) -> PublishResult:
         """Upload ``path`` and its evidence, write the artifact record and a ``published`` event.
 
         Re-publishing identical bytes with identical metadata uploads nothing and writes nothing.
+        The artifact's stack, name and version are read first (``stack`` forces an adapter); a
+        ``version`` that disagrees with the artifact's own is refused before anything is sent.
         """
         svc = self.pipeline.service(service)
         if not path.is_file():
             raise EvidenceError(f"no such file: {path}")
+        own = stacks.detect(path, stack)
+        version = stacks.resolve_version(path, own, version)
         # The client (boto3's imports and set-up) is made while the first read hashes the file.
         self.s3.warm_up()
         blob, uploaded = self.put_blob(path, progress)
@@ -403,6 +409,9 @@ class ArtifactStore:
             provenance=provenance,
             evidence=refs,
             s3_checksum=blob.s3_checksum,
+            stack=own.stack,
+            name=own.name,
+            stack_details=own.details,
         )
         existing = self.find_record(service, blob.digest)
         if existing is not None:
@@ -428,6 +437,9 @@ class ArtifactStore:
                     "commit": provenance.commit,
                     "build_url": provenance.build_url,
                     "evidence": [{"kind": r.kind, "digest": str(r.digest)} for r in refs],
+                    "stack": own.stack,
+                    "name": own.name,
+                    **own.details,
                 },
                 idempotency_id=idem,
             )

@@ -27,11 +27,15 @@ from pathlib import Path
 
 import pytest
 
+from promotion.digest import Digest
 from promotion.errors import ArtifactMetadataError, UnknownStack, VersionMismatch
+from promotion.models import Provenance
 from promotion.stacks import BLOB, StackInfo, detect, resolve_version, stack_names
 from promotion.stacks._members import MAX_MEMBER_BYTES, MAX_SCAN_BYTES, MiB
+from promotion.store import ArtifactStore
 
 GiB = 1024 * MiB
+PROV = Provenance(commit="c0ffee", build_url="https://ci/7", published_by="ci")
 VENV_PY = sys.executable
 
 
@@ -515,3 +519,112 @@ def test_chart_yaml_is_read_safely(tmp_path: Path) -> None:
     liar = write_tgz(tmp_path / "y-1.0.0.tgz", [("y/Chart.yaml", b"name: other\nversion: 1.0.0\n")])
     with pytest.raises(ArtifactMetadataError, match="names the chart 'other', but it lies in y/"):
         detect(liar)
+
+
+# --- publish, status and history against the real SeaweedFS server -----------------------------------
+
+
+def promote(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [VENV_PY, "-m", "promotion.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PROMOTION_S3_MAX_ATTEMPTS": "2"},
+        timeout=120,
+    )
+
+
+def assert_refused(r: subprocess.CompletedProcess[str], cls: str, *words: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{cls}: "), r.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert r.stdout == ""
+
+
+def test_publish_records_what_the_wheel_says(
+    config_file: Path, built: dict[str, Path], store: ArtifactStore
+) -> None:
+    r = promote("-c", str(config_file), "publish", str(built["wheel"]), "--service", "api")
+    assert r.returncode == 0, r.stderr
+    digest = Digest.of_bytes(built["wheel"].read_bytes())
+    assert r.stdout == f"{digest}\n"
+    assert "published: api 1.2.0 (wheel Demo-Pkg)" in r.stderr
+    record = store.record("api", digest)
+    assert (record.stack, record.name, record.version) == ("wheel", "Demo-Pkg", "1.2.0")
+    assert record.stack_details == {"tags": "py3-none-any"}
+    [event] = store.ledger.records("api")
+    assert (event.event, event.version, event.details["stack"], event.details["name"]) == (
+        "published", "1.2.0", "wheel", "Demo-Pkg"
+    )  # fmt: skip
+    # The same version spelt another PEP 440 way agrees, and re-publishing is the same publish.
+    again = promote("-c", str(config_file), "publish", str(built["wheel"]), "-s", "api", "--version", "1.2.0")
+    assert again.returncode == 0 and "already published" in again.stderr, again.stderr
+
+
+def test_a_version_that_disagrees_is_refused_naming_both_and_nothing_is_stored(
+    config_file: Path, built: dict[str, Path], store: ArtifactStore
+) -> None:
+    r = promote("-c", str(config_file), "publish", str(built["wheel"]), "-s", "api", "--version", "1.3.0")
+    assert_refused(
+        r, "VersionMismatch", str(built["wheel"]), "--version 1.3.0 disagrees with version 1.2.0",
+        "Demo_Pkg-1.2.0.dist-info/METADATA",
+    )  # fmt: skip
+    r = promote("-c", str(config_file), "publish", str(built["npm"]), "-s", "api", "--version", "3.2.0")
+    assert_refused(
+        r, "VersionMismatch", "--version 3.2.0 disagrees with version 3.1.4 in package/package.json"
+    )
+    assert list(store.s3.list_keys(store.s3.key(""))) == []
+
+
+def test_a_hostile_or_mislabelled_artifact_is_refused_before_upload(
+    config_file: Path, built: dict[str, Path], store: ArtifactStore, tmp_path: Path
+) -> None:
+    evil = write_tgz(tmp_path / "evil-1.0.0.tgz", [("package/a", b""), ("package/../../x", b"")])
+    assert_refused(
+        promote("-c", str(config_file), "publish", str(evil), "-s", "api"),
+        "ArtifactMetadataError",
+        "climbs out",
+    )
+    assert_refused(
+        promote("-c", str(config_file), "publish", str(built["jar"]), "-s", "api", "--stack", "npm"),
+        "ArtifactMetadataError", "not a readable tar",
+    )  # fmt: skip
+    assert_refused(
+        promote("-c", str(config_file), "publish", str(built["jar"]), "-s", "api", "--stack", "rpm"),
+        "UnknownStack", "--stack rpm is not a stack",
+    )  # fmt: skip
+    assert list(store.s3.list_keys(store.s3.key(""))) == []
+
+
+def test_oci_publish_records_the_manifest_digest_beside_the_file_digest(
+    store: ArtifactStore, built: dict[str, Path], tmp_path: Path
+) -> None:
+    path, manifest_digest = write_oci_layout(tmp_path / "api-image.tar")
+    result = store.publish(path, service="api", version=None, provenance=PROV)
+    assert result.record.digest == Digest.of_bytes(path.read_bytes())
+    assert result.record.stack_details["image_manifest_digest"] == manifest_digest
+    assert (result.record.stack, result.record.name, result.record.version) == (
+        "oci", "registry.example/acme/api", "1.4.0"
+    )  # fmt: skip
+    [event] = store.ledger.records("api")
+    assert event.details["image_manifest_digest"] == manifest_digest
+
+
+def test_a_record_written_before_stacks_still_loads_and_its_bytes_republish_cleanly(
+    store: ArtifactStore, built: dict[str, Path]
+) -> None:
+    first = store.publish(built["jar"], service="api", version="2.4.1", provenance=PROV)
+    # The record as a publish before this change wrote it: no stack, name or stack_details.
+    old = first.record.model_dump(mode="json", exclude={"stack", "name", "stack_details"})
+    key = store.record_key("api", first.digest)
+    store.s3.put(
+        key, json.dumps(old, sort_keys=True, separators=(",", ":")).encode(), content_type="application/json"
+    )
+    loaded = store.record("api", first.digest)
+    assert (loaded.stack, loaded.name, loaded.stack_details) == (None, None, {})
+    # stack is not part of the identity: the same bytes and metadata are the same publish.
+    again = store.publish(built["jar"], service="api", version="2.4.1", provenance=PROV)
+    assert again.already_published and again.record.stack is None
