@@ -294,6 +294,9 @@ def status(
     rows: list[dict[str, Any]] = []
     for name in services:
         st = store.ledger.state(name)
+        stack_of = _stacks_of(
+            store, name, {e.digest for e in [*st.environments.values(), st.latest_published] if e}
+        )
         for env in pipeline.environment_names:
             cur = st.environments.get(env)
             rows.append(
@@ -302,6 +305,7 @@ def status(
                     "environment": env,
                     "digest": str(cur.digest) if cur else None,
                     "version": cur.version if cur else None,
+                    "stack": stack_of.get(str(cur.digest)) if cur else None,
                     "since": cur.since.isoformat() if cur else None,
                     "by": cur.by if cur else None,
                 }
@@ -313,6 +317,7 @@ def status(
                 "environment": "(latest published)",
                 "digest": str(latest.digest) if latest else None,
                 "version": latest.version if latest else None,
+                "stack": stack_of.get(str(latest.digest)) if latest else None,
                 "since": latest.since.isoformat() if latest else None,
                 "by": latest.by if latest else None,
             }
@@ -321,7 +326,7 @@ def status(
         _emit_json(rows)
         return
     table = Table(title="Promotion status", title_justify="left")
-    for col in ("service", "environment", "digest", "version", "since", "by"):
+    for col in ("service", "environment", "digest", "version", "stack", "since", "by"):
         table.add_column(col, no_wrap=col == "digest")
     for r in rows:
         table.add_row(
@@ -329,6 +334,7 @@ def status(
             r["environment"],
             r["digest"] or "—",
             r["version"] or "",
+            r["stack"] or "",
             (r["since"] or "")[:19].replace("T", " ") + ("Z" if r["since"] else ""),
             r["by"] or "",
         )
@@ -346,12 +352,24 @@ def history(
     store.pipeline.service(service)
     if env is not None:
         store.pipeline.environment(env)
-    records = [r for r in store.ledger.records(service) if env is None or r.environment == env]
+    everything = store.ledger.records(service)
+    # The stack of a digest is in its ``published`` event (older events have none: "").
+    stack_of = {str(r.digest): str(r.details["stack"]) for r in everything if r.details.get("stack")}
+    records = [r for r in everything if env is None or r.environment == env]
     if as_json:
-        _emit_json([{**r.model_dump(mode="json", exclude={"state"}), **_judged(r)} for r in records])
+        _emit_json(
+            [
+                {
+                    **r.model_dump(mode="json", exclude={"state"}),
+                    "stack": stack_of.get(str(r.digest)),
+                    **_judged(r),
+                }
+                for r in records
+            ]
+        )
         return
     table = Table(title=f"History of {service}" + (f" in {env}" if env else ""), title_justify="left")
-    for col in ("seq", "at", "event", "environment", "digest", "version", "by", "reason"):
+    for col in ("seq", "at", "event", "environment", "digest", "version", "stack", "by", "reason"):
         table.add_column(col, no_wrap=col in ("digest", "at"))
     for r in records:
         table.add_row(
@@ -361,12 +379,24 @@ def history(
             r.environment or "",
             r.digest.short,
             r.version or "",
+            stack_of.get(str(r.digest), ""),
             r.actor,
             _history_reason(r),
         )
     out.print(table)
     if not records:
         err.print("no events yet")
+
+
+def _stacks_of(store: ArtifactStore, service: str, digests: set[Any]) -> dict[str, str]:
+    """digest -> stack from the artifact records (one small GET per digest shown); a record
+    written before stacks were recognised has none."""
+    found: dict[str, str] = {}
+    for digest in digests:
+        record = store.find_record(service, digest)
+        if record is not None and record.stack:
+            found[str(digest)] = record.stack
+    return found
 
 
 def _judged(rec: Any) -> dict[str, Any]:

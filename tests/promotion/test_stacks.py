@@ -613,6 +613,27 @@ def test_oci_publish_records_the_manifest_digest_beside_the_file_digest(
     assert event.details["image_manifest_digest"] == manifest_digest
 
 
+def test_status_and_history_show_the_stack(
+    config_file: Path, built: dict[str, Path], store: ArtifactStore
+) -> None:
+    assert promote("-c", str(config_file), "publish", str(built["npm"]), "-s", "api").returncode == 0
+    jar_forced = promote("-c", str(config_file), "publish", str(built["jar"]), "-s", "api", "--stack", "zip")
+    assert jar_forced.returncode == 0, jar_forced.stderr
+
+    rows = json.loads(promote("-c", str(config_file), "status", "--json").stdout)
+    [latest] = [r for r in rows if r["service"] == "api" and r["environment"] == "(latest published)"]
+    assert (latest["stack"], latest["version"]) == ("zip", None)  # --stack zip: opaque, no version
+    table = promote("-c", str(config_file), "status", "--service", "api")
+    assert table.returncode == 0 and "stack" in table.stdout and "zip" in table.stdout, table.stdout
+
+    events = json.loads(promote("-c", str(config_file), "history", "api", "--json").stdout)
+    assert [(e["event"], e["stack"], e["version"]) for e in events] == [
+        ("published", "npm", "3.1.4"), ("published", "zip", None)
+    ]  # fmt: skip
+    hist = promote("-c", str(config_file), "history", "api")
+    assert hist.returncode == 0 and "npm" in hist.stdout and "3.1.4" in hist.stdout, hist.stdout
+
+
 def test_a_record_written_before_stacks_still_loads_and_its_bytes_republish_cleanly(
     store: ArtifactStore, built: dict[str, Path]
 ) -> None:
