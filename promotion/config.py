@@ -136,6 +136,19 @@ class GateBase(Strict):
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
+class QuarantineEntry(Strict):
+    """A test whose failures the tests gate reports but does not count, up to and including ``until``."""
+
+    test: str = Field(
+        min_length=1,
+        max_length=500,
+        description="'classname::name' as the report names it (just 'name' without a classname); "
+        "'*' matches any characters, '?' one",
+    )
+    until: dt.date = Field(description="last day (UTC) the quarantine applies; it expires the day after")
+    reason: str = Field(min_length=1, description="why the test is quarantined (an issue link)")
+
+
 class TestsGate(GateBase):
     """JUnit XML test reports (pytest, Surefire, jest-junit, gotestsum, nextest...)."""
 
@@ -146,6 +159,21 @@ class TestsGate(GateBase):
     max_failures: int = Field(default=0, ge=0)
     max_errors: int = Field(default=0, ge=0)
     required_suites: list[str] = Field(default_factory=list)
+    max_flaky: int | None = Field(
+        default=None, ge=0, description="most tests that may pass only on a rerun (None: not limited)"
+    )
+    quarantine: list[QuarantineEntry] = Field(
+        default_factory=list, description="tests whose failures are reported, not counted, until a date"
+    )
+
+    @field_validator("quarantine")
+    @classmethod
+    def _distinct_quarantine(cls, entries: list[QuarantineEntry]) -> list[QuarantineEntry]:
+        seen = [e.test for e in entries]
+        twice = sorted({t for t in seen if seen.count(t) > 1})
+        if twice:
+            raise ValueError(f"quarantine lists {', '.join(map(repr, twice))} more than once")
+        return entries
 
 
 class CoverageGate(GateBase):

@@ -144,7 +144,10 @@ def _prometheus(gate: PrometheusGate) -> GateResult:
 
 for _kind in (
     GateKind(
-        TestsGate, evidence="junit", evaluate=lambda gate, ctx: g.evaluate_tests(gate, ctx.reports("junit"))
+        TestsGate,
+        evidence="junit",
+        # ``now`` decides which quarantine entries are still in force.
+        evaluate=lambda gate, ctx: g.evaluate_tests(gate, ctx.reports("junit"), ctx.now),
     ),
     GateKind(
         CoverageGate,

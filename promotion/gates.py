@@ -19,6 +19,7 @@ from promotion.config import (
     Environment,
     PerfGate,
     PolicyGate,
+    QuarantineEntry,
     ScanGate,
     SoakGate,
     TestsGate,
@@ -27,6 +28,7 @@ from promotion.config import (
 )
 from promotion.errors import EvidenceUnreadable
 from promotion.evidence import (
+    MAX_LISTED_TESTS,
     SARIF_LEVELS,
     CoverageSummary,
     PerfSummary,
@@ -129,18 +131,29 @@ def _evaluate_reports(
 # --- tests ------------------------------------------------------------------------------------
 
 
-def evaluate_tests(gate: TestsGate, reports: Sequence[bytes]) -> GateResult:
-    """JUnit XML reports (several are merged) against pass rate, failure/error caps and suites.
+def evaluate_tests(gate: TestsGate, reports: Sequence[bytes], now: dt.datetime | None = None) -> GateResult:
+    """JUnit XML reports (several are merged) against pass rate, failure/error/flaky caps and suites.
 
     The pass rate is ``passed / (tests - skipped)``. A run in which no test executed has no pass
-    rate and fails unless ``min_pass_rate`` is 0.
+    rate and fails unless ``min_pass_rate`` is 0. A test that passed only on a rerun is flaky: it
+    counts as passed, always appears in ``measured["flaky"]`` (and its name in the reasons), and
+    fails the gate beyond ``max_flaky``. Tests matching a quarantine entry still in force at
+    ``now`` (up to and including its ``until`` day, UTC) are reported, not counted; without
+    ``now`` no entry applies.
     """
+    # A naive ``now`` is UTC, as everything this product stores.
+    today = (now.astimezone(dt.UTC) if now.tzinfo else now).date() if now is not None else None
+    active = [e for e in gate.quarantine if today is not None and today <= e.until]
+    expired = [e for e in gate.quarantine if e not in active]
     thresholds: Values = {
         "min_pass_rate": gate.min_pass_rate,
         "max_failures": gate.max_failures,
         "max_errors": gate.max_errors,
         "required_suites": ", ".join(gate.required_suites) or None,
+        "max_flaky": gate.max_flaky,
     }
+    if gate.quarantine:
+        thresholds["quarantine"] = ", ".join(f"{e.test} until {e.until.isoformat()}" for e in gate.quarantine)
 
     def judge(summaries: list[TestSummary]) -> tuple[Values, list[str], list[str]]:
         tests = sum(s.tests for s in summaries)
@@ -148,8 +161,10 @@ def evaluate_tests(gate: TestsGate, reports: Sequence[bytes]) -> GateResult:
         failures = sum(s.failures for s in summaries)
         errors = sum(s.errors for s in summaries)
         skipped = sum(s.skipped for s in summaries)
+        flaky = sum(s.flaky for s in summaries)
         suites = list(dict.fromkeys(name for s in summaries for name in s.suites))
         failing = [name for s in summaries for name in s.failed_tests]
+        flaky_names = [name for s in summaries for name in s.flaky_tests][:MAX_LISTED_TESTS]
         executed = tests - skipped
         rate = passed / executed if executed else None
         measured: Values = {
@@ -160,7 +175,10 @@ def evaluate_tests(gate: TestsGate, reports: Sequence[bytes]) -> GateResult:
             "skipped": skipped,
             "pass_rate": rate,
             "suites": ", ".join(suites) or None,
+            "flaky": flaky,
         }
+        if flaky_names:
+            measured["flaky_tests"] = ", ".join(flaky_names)
         bad: list[str] = []
         if rate is None:
             if gate.min_pass_rate > 0:
@@ -181,6 +199,24 @@ def evaluate_tests(gate: TestsGate, reports: Sequence[bytes]) -> GateResult:
         for suite in gate.required_suites:
             if suite not in suites:
                 bad.append(f"required suite {suite!r} is missing (present: {_names(suites) or 'none'})")
+        notes: list[str] = []
+        if gate.max_flaky is not None and flaky > gate.max_flaky:
+            bad.append(
+                f"{flaky} flaky tests (passed only on a rerun) exceed the maximum of {gate.max_flaky}: "
+                f"{_names(flaky_names)}"
+            )
+        elif flaky:
+            notes.append(f"{flaky} flaky tests passed only on a rerun: {_names(flaky_names)}")
+        notes.extend(_quarantine_notes(active, summaries, measured))
+        notes.extend(
+            f"the quarantine of {e.test!r} expired on {(e.until + dt.timedelta(days=1)).isoformat()} "
+            f"(until {e.until.isoformat()}); its tests count again"
+            if today is not None
+            else f"the quarantine of {e.test!r} was not applied: the evaluation time is unknown"
+            for e in expired
+        )
+        if expired:
+            measured["quarantine_expired"] = ", ".join(e.test for e in expired)
         shown_rate = f" ({_pct(rate)})" if rate is not None else ""
         good = [
             f"{passed} of {executed} executed tests passed{shown_rate}, {skipped} skipped; "
@@ -188,9 +224,63 @@ def evaluate_tests(gate: TestsGate, reports: Sequence[bytes]) -> GateResult:
         ]
         if gate.required_suites:
             good.append(f"required suites present: {', '.join(gate.required_suites)}")
+        # Notes are not failures: they ride along with whichever list becomes the reasons.
+        good.extend(notes)
+        if bad:
+            bad.extend(notes)
         return measured, bad, good
 
-    return _evaluate_reports(gate, "junit", reports, parse_junit, thresholds, judge)
+    patterns = [e.test for e in active]
+    return _evaluate_reports(
+        gate, "junit", reports, lambda report: parse_junit(report, patterns), thresholds, judge
+    )
+
+
+def _quarantine_notes(
+    active: list[QuarantineEntry], summaries: list[TestSummary], measured: Values
+) -> list[str]:
+    """What the tests of each quarantine entry in force did; adds the quarantine figures to ``measured``."""
+    if not active:
+        return []
+    notes: list[str] = []
+    matched_total = failed_total = 0
+    failing_names: list[str] = []
+    ready: list[str] = []
+    for i, entry in enumerate(active):
+        # Every summary was parsed with the same patterns, so entry i is at index i in each.
+        outcomes = [s.quarantined[i] for s in summaries]
+        passed = sum(q.passed for q in outcomes)
+        failed = sum(q.failures + q.errors for q in outcomes)
+        flaky = sum(q.flaky for q in outcomes)
+        matched = passed + failed + sum(q.skipped for q in outcomes)
+        names = [name for q in outcomes for name in q.failed_tests]
+        matched_total += matched
+        failed_total += failed
+        failing_names.extend(names)
+        why = f"quarantined until {entry.until.isoformat()}: {entry.reason}"
+        if not matched:
+            notes.append(f"quarantine entry {entry.test!r} matched no test in the reports ({why})")
+        elif failed:
+            notes.append(
+                f"{failed} of {matched} quarantined tests matching {entry.test!r} failed, not counted "
+                f"({why}): {_names(names)}"
+            )
+        elif flaky:
+            notes.append(
+                f"{flaky} of {matched} quarantined tests matching {entry.test!r} passed only on a rerun, "
+                f"not counted ({why})"
+            )
+        elif passed:
+            ready.append(entry.test)
+            notes.append(
+                f"quarantined {entry.test!r} passed ({passed} of {matched} tests, none flaky): "
+                "ready to leave quarantine"
+            )
+    measured["quarantined"] = matched_total
+    measured["quarantined_failed"] = failed_total
+    measured["quarantine_failing"] = ", ".join(failing_names[:MAX_LISTED_TESTS]) or None
+    measured["quarantine_ready"] = ", ".join(ready) or None
+    return notes
 
 
 # --- coverage ---------------------------------------------------------------------------------

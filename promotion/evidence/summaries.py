@@ -16,13 +16,32 @@ class _Summary(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class QuarantinedTests(_Summary):
+    """The tests one quarantine entry matched, by outcome (not counted in the summary's totals)."""
+
+    __test__: ClassVar[bool] = False
+
+    #: The entry's ``test`` (a name or a ``*``/``?`` glob), as written in the pipeline file.
+    test: str
+    passed: int
+    failures: int
+    errors: int
+    skipped: int
+    #: Of ``passed``: the tests that passed only on a rerun.
+    flaky: int
+    #: The first MAX_LISTED_TESTS names it matched, and of those that failed or errored.
+    tests: list[str]
+    failed_tests: list[str]
+
+
 class TestSummary(_Summary):
-    """Outcome of the ``<testcase>`` elements of one JUnit XML report (or several merged)."""
+    """Outcome of the tests of one JUnit XML report (or several merged); reruns counted once."""
 
     # Keep pytest from collecting this class when a test module imports it.
     __test__: ClassVar[bool] = False
 
     format: Literal["junit"] = "junit"
+    #: Totals of the tests no quarantine entry matched.
     tests: int
     passed: int
     failures: int
@@ -30,6 +49,11 @@ class TestSummary(_Summary):
     skipped: int
     suites: list[str]
     failed_tests: list[str]
+    #: Of ``passed``: tests that failed first and passed on a rerun, and the first of their names.
+    flaky: int = 0
+    flaky_tests: list[str] = Field(default_factory=list)
+    #: One entry per quarantine pattern the parser was given, in the order given.
+    quarantined: list[QuarantinedTests] = Field(default_factory=list)
 
 
 class CoverageSummary(_Summary):

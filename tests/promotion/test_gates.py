@@ -180,6 +180,7 @@ def test_tests_gate_fails_on_surefire_errors_and_failures() -> None:
         "skipped": 0,
         "pass_rate": pytest.approx(2 / 9),
         "suites": "action.surefire.report.email.EmailAddressTest",
+        "flaky": 0,
         "reports": 1,
     }
     assert result.reasons[0] == "pass rate 22.22% (2/9) is below the minimum 100.00%"
