@@ -1,7 +1,9 @@
-"""Load-test results: k6 summaries (``--summary-export`` and ``handleSummary``) and Locust CSV."""
+"""Load-test results: k6 summaries (``--summary-export`` and ``handleSummary``), Locust CSV and
+JMeter CSV results (:mod:`.jmeter`)."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Mapping
@@ -18,6 +20,7 @@ from promotion.evidence._safe import (
     _num,
     _obj,
 )
+from promotion.evidence.jmeter import looks_like_jtl, parse_jmeter
 from promotion.evidence.summaries import PerfSummary
 
 
@@ -25,14 +28,42 @@ def parse_perf(data: bytes) -> PerfSummary:
     """Requests, errors, latency percentiles and failed thresholds of a load test.
 
     k6 ``--summary-export`` JSON (legacy flat metrics), k6 ``handleSummary(data)`` JSON
-    (``metrics.<name>.values``) and Locust ``--csv`` ``*_stats.csv`` (its ``Aggregated`` row). The
-    format is detected from the content. A percentile the report does not contain is None.
+    (``metrics.<name>.values``), Locust ``--csv`` ``*_stats.csv`` (its ``Aggregated`` row) and
+    JMeter CSV results (``.jtl``, every sample). The format is detected from the content. A
+    percentile the report does not contain is None.
     """
     fmt = "performance report"
     raw = _checked(data, fmt)
-    if _first_char(raw) == "{":
+    first = _first_char(raw)
+    if first == "{":
         return _guarded("k6 summary JSON", _parse_k6, raw)
+    if first == "<":
+        head = raw[:4096].decode("utf-8", errors="ignore")
+        if "<testResults" in head:
+            _fail(
+                "JMeter JTL",
+                "XML results are not supported; let JMeter write CSV "
+                "(jmeter.save.saveservice.output_format=csv, the default)",
+            )
+        _fail(
+            fmt, "unrecognised format (XML); expected k6 summary JSON, a Locust *_stats.csv or a JMeter .jtl"
+        )
+    if looks_like_jtl(_head(raw)):
+        return _guarded("JMeter JTL", parse_jmeter, raw)
     return _guarded("Locust CSV", _parse_locust, raw)
+
+
+def _head(data: bytes) -> str:
+    """The first characters of the text, decoded leniently (only used to sniff the format)."""
+    for bom, codec in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if data.startswith(bom):
+            return data[: 4096 + len(bom)].decode(codec, errors="ignore").lstrip("\ufeff")
+    return data[:4096].decode("utf-8", errors="ignore").lstrip("\ufeff")
 
 
 def _k6_stats(metrics: Mapping[str, Any], name: str | None, nested: bool) -> dict[str, Any] | None:
@@ -117,12 +148,6 @@ def _parse_locust(data: bytes) -> PerfSummary:
     except csv.Error as exc:
         _fail(fmt, f"not valid CSV: {exc}")
     header = [h.strip() for h in rows[0]] if rows else []
-    if header[:2] == ["timeStamp", "elapsed"]:
-        _fail(
-            "performance report",
-            "this is a JMeter JTL results file, which is not supported; use k6 summary JSON or "
-            "Locust --csv *_stats.csv",
-        )
     columns: dict[str, int] = {}
     for key, candidates in _LOCUST_COLUMNS.items():
         for candidate in candidates:
@@ -134,7 +159,7 @@ def _parse_locust(data: bytes) -> PerfSummary:
         _fail(
             "performance report",
             f"unrecognised format (no {', '.join(repr(m) for m in missing)} column); expected k6 "
-            "summary JSON or a Locust *_stats.csv",
+            "summary JSON, a Locust *_stats.csv or a JMeter .jtl",
         )
     total = None
     for lineno, row in enumerate(rows[1:], 2):

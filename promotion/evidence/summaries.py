@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 SarifLevel = Literal["error", "warning", "note", "none"]
 SARIF_LEVELS: tuple[SarifLevel, ...] = ("error", "warning", "note", "none")
 CoverageFormat = Literal["cobertura", "jacoco", "coveragepy-json", "lcov"]
-PerfFormat = Literal["k6-summary-export", "k6-handle-summary", "locust-csv"]
+PerfFormat = Literal["k6-summary-export", "k6-handle-summary", "locust-csv", "jmeter-csv"]
 
 
 class _Summary(BaseModel):
@@ -138,3 +138,10 @@ class PerfSummary(_Summary):
     failed_thresholds: list[str]
     #: Which metric the latency figures come from (``http_req_duration``, ``Aggregated``...).
     latency_metric: str | None
+    #: JMeter: samples with a 5xx response code that JMeter marked successful, counted in
+    #: ``failures`` all the same (None for formats that do not record single samples).
+    server_errors: int | None = None
+    #: JMeter: sub-result rows (redirects, embedded resources) left out of ``requests``.
+    sub_results: int | None = None
+    #: JMeter: the most frequent failures, ``"9 with 404 on 'bad'"``.
+    errors: list[str] = Field(default_factory=list)
