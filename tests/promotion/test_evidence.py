@@ -484,9 +484,9 @@ def test_locust_old_column_names_and_missing_percentiles() -> None:
 
 
 @pytest.mark.parametrize("name", ["perf/jmeter-kpi1.jtl", "perf/jmeter-results.jtl"])
-def test_jmeter_is_refused_with_a_clear_message(name: str) -> None:
-    exc = unreadable(parse_perf, fixture(name))
-    assert "JMeter JTL" in str(exc)
+def test_jmeter_jtl_is_read(name: str) -> None:
+    # Read since issue 10 item 6; the traps are in tests/promotion/test_jmeter.py.
+    assert parse_perf(fixture(name)).format == "jmeter-csv"
 
 
 @pytest.mark.parametrize(
