@@ -243,12 +243,25 @@ def read_tar_member(
 
 def first_tar_member(path: Path, *, gzipped: bool) -> str | None:
     """The first member's name (None for an empty or unreadable tar); reads a few KiB."""
+    names = first_tar_members(path, gzipped=gzipped, count=1)
+    return names[0] if names else None
+
+
+def first_tar_members(path: Path, *, gzipped: bool, count: int) -> list[str]:
+    """The names of the first ``count`` members (fewer if the tar is shorter or unreadable).
+
+    For claiming only: reads at most 1 MiB decompressed, never raises, checks nothing.
+    """
+    names: list[str] = []
     try:
         with path.open("rb") as raw:
             source: _Readable = gzip.GzipFile(fileobj=raw, mode="rb") if gzipped else raw
             capped = io.BufferedReader(_CappedReader(source, 1 * MiB), 64 * KiB)
             with tarfile.open(fileobj=capped, mode="r|") as tar:
-                member = tar.next()
-                return member.name if member is not None else None
+                for member in tar:
+                    names.append(member.name)
+                    if len(names) >= count:
+                        break
     except (_ScanCapReached, tarfile.TarError, EOFError, OSError, zlib.error):
-        return None
+        pass
+    return names

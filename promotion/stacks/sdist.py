@@ -18,19 +18,27 @@ from promotion.stacks.wheel import pep440_equal
 STACK = "sdist"
 
 
+#: How many leading members are looked at for PKG-INFO when recognising an sdist.
+CLAIM_MEMBERS = 16
+
+
 def claims(probe: Probe) -> str | None:
+    """An sdist by its name and a PKG-INFO among its first members.
+
+    A release tarball such as ``git archive --prefix=app-1.0/`` output, named ``app-1.0.tar.gz``,
+    has the same shape without PKG-INFO: it stays a generic tar rather than being refused.
+    setuptools writes PKG-INFO second; a backend that writes it last (hatchling) is recognised
+    with ``--stack sdist``, which reads as far as the scan bound.
+    """
     if not (probe.name.endswith(".tar.gz") and probe.is_gzip):
         return None
-    first = probe.first_member()
-    if first is None:
-        return None
-    top = first.split("/", 1)[0]
     try:
-        name, version = parse_sdist_filename(probe.name)
+        parse_sdist_filename(probe.name)
     except InvalidSdistFilename:
         return None
-    # The top folder is the file name without .tar.gz: what makes a tarball an sdist.
-    return STACK if top == probe.name.removesuffix(".tar.gz") and name and version else None
+    top = probe.name.removesuffix(".tar.gz")
+    names = _members.first_tar_members(probe.path, gzipped=True, count=CLAIM_MEMBERS)
+    return STACK if f"{top}/PKG-INFO" in names else None
 
 
 def same_version(given: str, own: str) -> bool:

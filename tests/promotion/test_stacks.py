@@ -252,6 +252,11 @@ def test_unknown_content_is_a_blob_and_plain_archives_are_generic(tmp_path: Path
     assert detect(zipped) == StackInfo(stack="zip", details={"members": "2"})
     tgz = write_tgz(tmp_path / "bundle.tar.gz", [("bin/app", b"\x7fELF"), ("etc/app.conf", b"x=1")])
     assert detect(tgz) == StackInfo(stack="tar", details={"compression": "gzip"})
+    # Named and shaped like an sdist (git archive --prefix=app-1.0/), but no PKG-INFO: a tar.
+    release = write_tgz(tmp_path / "app-1.0.tar.gz", [("app-1.0/README", b"hi"), ("app-1.0/main.c", b"")])
+    assert detect(release) == StackInfo(stack="tar", details={"compression": "gzip"})
+    with pytest.raises(ArtifactMetadataError, match="no app-1.0/PKG-INFO in the archive"):
+        detect(release, "sdist")
     plain = tmp_path / "bundle.tar"
     with tarfile.open(plain, "w") as tar:
         info = tarfile.TarInfo("bin/app")
