@@ -4,8 +4,8 @@ Errors carry the context needed to act on them, and their message says how to fi
 They say *what* went wrong, not how an edge answers it: they are caught only at the edges, and
 each edge maps the tree once. The CLI (:func:`promotion.cli.exit_code_for`) prints
 ``Class: message`` and exits 2 for a :class:`UsageError`, 1 for anything else; the webhook
-receiver (:func:`promotion.webhook.status_for`) answers with the HTTP status of the nearest
-class in its table, 500 (logged) for an error it does not know.
+receiver answers with the HTTP status of the nearest class in its table
+(:data:`promotion.webhook.app.STATUS_BY_ERROR`), 500 (logged) for an error it does not know.
 
 The hierarchy, and what each branch means for a digest::
 
@@ -495,7 +495,7 @@ class DeployFailed(DeployError):
     """The deploy webhook failed: a non-2xx answer, a timeout or a connection error.
 
     ``status`` is the HTTP status (None when no answer arrived) and ``body_excerpt`` at most
-    ``promotion.deploy.BODY_EXCERPT`` characters of the answer, with the secret and the presigned
+    ``promotion.deploy.webhook.BODY_EXCERPT`` characters of the answer, with the secret and the presigned
     URL's signature scrubbed out.
     """
 

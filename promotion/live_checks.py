@@ -1,10 +1,11 @@
 """Post-deploy live checks: an HTTP smoke check and a Prometheus instant query.
 
-These gates look at the running environment, so they run after the deploy (see
-``promotion.config.LIVE_GATE_KINDS``). Like the other gate evaluators they never raise for a bad
-answer: a failed check is a :class:`~promotion.gates.GateResult` with ``passed=False`` and the
-reasons; one that could not be evaluated at all (connection refused, timeout, an answer that is
-not the Prometheus API) also has ``errored=True``.
+These gates look at the running environment, so they run after the deploy (their kinds are
+registered with a ``live_check`` in :mod:`promotion.gate_registry`). Like the other gate
+evaluators they never raise for a bad answer: a failed check is a
+:class:`~promotion.gates.GateResult` with ``passed=False`` and the reasons; one that could not
+be evaluated at all (connection refused, timeout, an answer that is not the Prometheus API) also
+has ``errored=True``.
 
 Redirects are not followed: a health URL that redirects (to a login page, say) would otherwise
 look healthy. Expect the redirect status explicitly if that is what the URL does. Query strings

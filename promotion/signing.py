@@ -126,12 +126,3 @@ def standard_webhooks_signature_matches(
     # No short-circuit: the time taken does not say which entry matched.
     matched = [hmac.compare_digest(expected, header_bytes(entry)) for entry in header.split(" ") if entry]
     return any(matched)
-
-
-def standard_webhooks_headers(key: bytes, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The three headers a Standard Webhooks sender adds to a delivery of ``body``."""
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": standard_webhooks_signature(key, msg_id, timestamp, body),
-    }
