@@ -91,9 +91,6 @@ class ArtifactRecord(Record):
 LedgerEvent = Literal[
     "published", "promoted", "rejected", "approval_requested", "approval", "rolled_back", "flagged"
 ]
-LEDGER_EVENTS: tuple[str, ...] = (
-    "published", "promoted", "rejected", "approval_requested", "approval", "rolled_back", "flagged"
-)  # fmt: skip
 
 
 class EnvState(Record):
