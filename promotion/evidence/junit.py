@@ -65,6 +65,12 @@ def matches_test(pattern: str, test: str) -> bool:
     return all(c == "*" for c in pattern[p:])
 
 
+def _matches(pattern: str, literal_parts: list[str], test: str) -> bool:
+    if "*" not in pattern and "?" not in pattern:
+        return pattern == test
+    return all(part in test for part in literal_parts) and matches_test(pattern, test)
+
+
 def parse_junit(data: bytes, quarantine: Sequence[str] = ()) -> TestSummary:
     """Count the outcomes of the tests of a JUnit XML report.
 
@@ -173,6 +179,9 @@ def _summarise(
     failed: list[str] = []
     flaky_tests: list[str] = []
     flaky_count = 0
+    # Each pattern's literal pieces: a name lacking one cannot match, found by a fast substring
+    # test before the character-by-character match (which costs ~30 us a name in Python).
+    prefilters = [(test, [part for part in re.split(r"[*?]", test) if part]) for test in patterns]
     quarantined = {test: dict.fromkeys((*_OUTCOMES, "flaky"), 0) for test in patterns}
     q_failed: dict[str, list[str]] = {test: [] for test in patterns}
     q_tests: dict[str, list[str]] = {test: [] for test in patterns}
@@ -187,7 +196,7 @@ def _summarise(
         else:
             per_outcome.update(zip(_OUTCOMES, attempts.counts, strict=True))
         is_flaky = attempts.last == "passed" and (rerun or attempts.last_flaky)
-        entry = next((test for test in patterns if matches_test(test, label)), None)
+        entry = next((test for test, parts in prefilters if _matches(test, parts, label)), None)
         if entry is not None:
             bucket = quarantined[entry]
             for key, n in per_outcome.items():
