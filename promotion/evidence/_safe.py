@@ -63,19 +63,35 @@ def _guarded(fmt: str, parse: Callable[[bytes], T], data: bytes) -> T:
         raise EvidenceUnreadable(fmt, f"unexpected report structure ({type(exc).__name__}: {exc})") from exc
 
 
-def _decode(data: bytes, fmt: str) -> str:
-    # UTF-16/32 only with a BOM: that is how Windows tools (PowerShell redirection) write them.
-    for bom, codec in (
-        (codecs.BOM_UTF32_LE, "utf-32"),
-        (codecs.BOM_UTF32_BE, "utf-32"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
+#: UTF-32 before UTF-16: the UTF-32-LE mark (FF FE 00 00) begins with the UTF-16-LE one (FF FE).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def bom_codec(data: bytes) -> tuple[str, int] | None:
+    """``(codec, length of the mark)`` when the bytes start with a UTF-16/32 byte order mark.
+
+    UTF-16/32 is accepted only with a BOM: that is how Windows tools (PowerShell redirection)
+    write them. The codec named decodes the mark itself (``"utf-16"``, not ``"utf-16-le"``).
+    """
+    for bom, codec in _BOMS:
         if data.startswith(bom):
-            try:
-                return data.decode(codec)
-            except UnicodeDecodeError as exc:
-                _fail(fmt, f"not valid {codec.upper()} text ({exc.reason} at byte {exc.start})")
+            return codec, len(bom)
+    return None
+
+
+def _decode(data: bytes, fmt: str) -> str:
+    marked = bom_codec(data)
+    if marked is not None:
+        codec = marked[0]
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError as exc:
+            _fail(fmt, f"not valid {codec.upper()} text ({exc.reason} at byte {exc.start})")
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

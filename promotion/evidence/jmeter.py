@@ -26,7 +26,6 @@ What is read, and why:
 
 from __future__ import annotations
 
-import codecs
 import csv
 import heapq
 import io
@@ -36,7 +35,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterator
 
-from promotion.evidence._safe import _fail
+from promotion.evidence._safe import _fail, bom_codec
 from promotion.evidence.summaries import PerfSummary
 
 FMT = "JMeter JTL"
@@ -61,15 +60,9 @@ def looks_like_jtl(head: str) -> bool:
 
 def _text(data: bytes) -> io.TextIOBase:
     """The report as a text stream decoded as it is read (no decoded copy of the whole file)."""
-    for bom, codec in (
-        (codecs.BOM_UTF32_LE, "utf-32"),
-        (codecs.BOM_UTF32_BE, "utf-32"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
-        if data.startswith(bom):
-            return io.TextIOWrapper(io.BytesIO(data), encoding=codec, newline="")
-    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
+    marked = bom_codec(data)
+    encoding = marked[0] if marked is not None else "utf-8-sig"
+    return io.TextIOWrapper(io.BytesIO(data), encoding=encoding, newline="")
 
 
 def _percentile(largest: list[int], n: int, p: float) -> float | None:

@@ -3,7 +3,6 @@ JMeter CSV results (:mod:`.jmeter`)."""
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from promotion.evidence._safe import (
     _load_json,
     _num,
     _obj,
+    bom_codec,
 )
 from promotion.evidence.jmeter import looks_like_jtl, parse_jmeter
 from promotion.evidence.summaries import PerfSummary
@@ -55,14 +55,10 @@ def parse_perf(data: bytes) -> PerfSummary:
 
 def _head(data: bytes) -> str:
     """The first characters of the text, decoded leniently (only used to sniff the format)."""
-    for bom, codec in (
-        (codecs.BOM_UTF32_LE, "utf-32"),
-        (codecs.BOM_UTF32_BE, "utf-32"),
-        (codecs.BOM_UTF16_LE, "utf-16"),
-        (codecs.BOM_UTF16_BE, "utf-16"),
-    ):
-        if data.startswith(bom):
-            return data[: 4096 + len(bom)].decode(codec, errors="ignore").lstrip("\ufeff")
+    marked = bom_codec(data)
+    if marked is not None:
+        codec, bom_length = marked
+        return data[: 4096 + bom_length].decode(codec, errors="ignore").lstrip("\ufeff")
     return data[:4096].decode("utf-8", errors="ignore").lstrip("\ufeff")
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal, NoReturn
 
 import ijson
 
-from promotion.evidence._safe import _checked, _decode, _fail, _guarded, _list, _num, _obj
+from promotion.evidence._safe import _checked, _decode, _fail, _guarded, _list, _num, _obj, bom_codec
 from promotion.evidence.summaries import (
     SARIF_LEVELS,
     Finding,
@@ -61,7 +61,7 @@ def parse_sarif(data: bytes) -> ScanSummary:
 
 def _json_utf8(data: bytes, fmt: str) -> bytes:
     """The report as UTF-8 without a BOM, with the same encoding checks (and messages) as _decode."""
-    if data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    if bom_codec(data) is not None:
         return _decode(data, fmt).encode("utf-8")  # rare (PowerShell redirection): a copy is fine
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
