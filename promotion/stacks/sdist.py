@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from packaging.metadata import parse_email
-from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist_filename
-from packaging.version import InvalidVersion, Version
+from packaging.utils import InvalidSdistFilename, parse_sdist_filename
 
 from promotion.stacks import Probe, StackInfo, _members, refuse
-from promotion.stacks.wheel import pep440_equal
+from promotion.stacks._python import name_and_version, pep440_equal
 
 STACK = "sdist"
 
@@ -54,16 +52,5 @@ def read(path: Path, stack: str) -> StackInfo:
     member, data = _members.scan_tar(
         path, lambda n: n == f"{top}/PKG-INFO", gzipped=True, what=f"{top}/PKG-INFO"
     )
-    raw, _unparsed = parse_email(data)
-    name, version = raw.get("name"), raw.get("version")
-    if not name or not version:
-        raise refuse(path, f"{member} has no Name or no Version")
-    try:
-        meta_version = Version(version)
-    except InvalidVersion:
-        raise refuse(path, f"{member}: Version {version!r} is not a PEP 440 version") from None
-    if canonicalize_name(name) != file_name or meta_version != file_version:
-        raise refuse(
-            path, f"the file name says {file_name} {file_version} but {member} says {name} {version}"
-        )
+    name, meta_version = name_and_version(path, member, data, file_name, file_version)
     return StackInfo(stack=STACK, name=name, version=str(meta_version), where=f"{member} of {path.name}")

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from packaging.metadata import parse_email
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from promotion.stacks import Probe, StackInfo, _members, refuse
+from promotion.stacks._python import name_and_version, pep440_equal
 
 STACK = "wheel"
 
@@ -23,13 +22,6 @@ def claims(probe: Probe) -> str | None:
 
 def same_version(given: str, own: str) -> bool:
     return pep440_equal(given, own)
-
-
-def pep440_equal(given: str, own: str) -> bool:
-    try:
-        return Version(given) == Version(own)
-    except InvalidVersion:
-        return False
 
 
 def read(path: Path, stack: str) -> StackInfo:
@@ -43,20 +35,10 @@ def read(path: Path, stack: str) -> StackInfo:
         if len(metadata) != 1:
             raise refuse(path, f"a wheel has one top-level *.dist-info/METADATA; found {len(metadata)}")
         member = metadata[0]
-        raw, _unparsed = parse_email(_members.read_zip_member(path, zf, member))
-    name, version = raw.get("name"), raw.get("version")
-    if not name or not version:
-        raise refuse(path, f"{member} has no Name or no Version")
-    try:
-        meta_version = Version(version)
-    except InvalidVersion:
-        raise refuse(path, f"{member}: Version {version!r} is not a PEP 440 version") from None
-    if canonicalize_name(name) != file_name or meta_version != file_version:
-        raise refuse(
-            path,
-            f"the file name says {file_name} {file_version} but {member} says {name} {version}; "
-            "refused (rebuild the wheel instead of renaming it)",
-        )
+        data = _members.read_zip_member(path, zf, member)
+    name, meta_version = name_and_version(
+        path, member, data, file_name, file_version, "; refused (rebuild the wheel instead of renaming it)"
+    )
     return StackInfo(
         stack=STACK,
         name=name,

@@ -503,6 +503,53 @@ def test_a_wheel_whose_file_name_and_metadata_disagree_is_refused(
         detect(renamed)
 
 
+def _python_artifact(tmp_path: Path, stack: str, metadata: bytes) -> Path:
+    """A wheel or sdist of demo 1.0 whose METADATA / PKG-INFO is ``metadata``."""
+    if stack == "sdist":
+        return write_tgz(tmp_path / "demo-1.0.tar.gz", [("demo-1.0/PKG-INFO", metadata)])
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("demo-1.0.dist-info/METADATA", metadata)
+    return wheel
+
+
+@pytest.mark.parametrize("stack", ["wheel", "sdist"])
+@pytest.mark.parametrize(
+    ("metadata", "refusal"),
+    [
+        (b"Metadata-Version: 2.1\nName: demo\n", "(METADATA|PKG-INFO) has no Name or no Version"),
+        (b"Metadata-Version: 2.1\nVersion: 1.0\n", "(METADATA|PKG-INFO) has no Name or no Version"),
+        (
+            b"Metadata-Version: 2.1\nName: demo\nVersion: one\n",
+            "(METADATA|PKG-INFO): Version 'one' is not a PEP 440 version",
+        ),
+        (
+            b"Metadata-Version: 2.1\nName: other\nVersion: 1.0\n",
+            "the file name says demo 1.0 but .*(METADATA|PKG-INFO) says other 1.0",
+        ),
+        (
+            b"Metadata-Version: 2.1\nName: demo\nVersion: 2.0\n",
+            "the file name says demo 1.0 but .*(METADATA|PKG-INFO) says demo 2.0",
+        ),
+    ],
+)
+def test_python_core_metadata_is_checked_the_same_way_in_wheels_and_sdists(
+    tmp_path: Path, stack: str, metadata: bytes, refusal: str
+) -> None:
+    with pytest.raises(ArtifactMetadataError, match=refusal) as refused:
+        detect(_python_artifact(tmp_path, stack, metadata), stack)
+    # Only the wheel's refusal carries the advice (an sdist is rebuilt from source anyway).
+    assert ("rebuild the wheel" in str(refused.value)) == (stack == "wheel" and "says" in refusal)
+
+
+def test_python_core_metadata_agreeing_with_the_file_name_is_read(tmp_path: Path) -> None:
+    # Compared as PEP 503 names and PEP 440 versions: "Demo" 1.0.0 agrees with the file's demo 1.0.
+    for stack in ("wheel", "sdist"):
+        (tmp_path / stack).mkdir()
+        info = detect(_python_artifact(tmp_path / stack, stack, b"Name: Demo\nVersion: 1.0.0\n"), stack)
+        assert (info.stack, info.name, info.version) == (stack, "Demo", "1.0.0")
+
+
 def test_an_oci_index_naming_a_missing_or_different_manifest_is_refused(tmp_path: Path) -> None:
     missing = json.dumps(
         {"schemaVersion": 2, "manifests": [{"digest": "sha256:" + "0" * 64, "size": 2}]}
