@@ -44,6 +44,7 @@ from promotion.errors import (
     StageHeldBack,
     VerificationFailed,
 )
+from promotion.evaluate import StageGates
 from promotion.gates import GateResult
 from promotion.lock import Holder, StoreLock
 from promotion.models import ArtifactRecord, EnvState, LedgerRecord, LedgerState, utcnow
@@ -163,8 +164,11 @@ def promote_to_environment(
 
     prev_name = previous_environment(pipeline, env.name)
     previous, until = previous_stay(history, prev_name)
-    results = _run_gates(store, artifact, env, prev_name, previous, until)
-    failed = [r for r in results if not r.passed]
+    gates = _run_gates(store, artifact, env, prev_name, previous, until)
+    results = gates.results
+    failed = gates.failing
+    if failed and len(gates.waiting_for_evidence) == len(failed):
+        return _wait_for_evidence(artifact, env, gates)
     if failed:
         reasons = [f"{r.gate}: {'; '.join(r.reasons)}" for r in failed]
         _reject(store, artifact, env, requested_by, results, [], "gates failed: " + " | ".join(reasons))
@@ -300,15 +304,40 @@ def _run_gates(
     prev_name: str | None,
     previous: EnvState | None,
     previous_until: dt.datetime | None = None,
-) -> list[GateResult]:
+) -> StageGates:
     logger = get_run_logger()
     now = utcnow()
-    results = evaluate_stage_gates(store, artifact, env, prev_name, previous, now, previous_until).results
-    for r in results:
+    gates = evaluate_stage_gates(store, artifact, env, prev_name, previous, now, previous_until)
+    for r in gates.results:
         (logger.info if r.passed else logger.warning)(
             "gate %s %s: %s", r.gate, "passed" if r.passed else "FAILED", "; ".join(r.reasons)
         )
-    return results
+    return gates
+
+
+def _wait_for_evidence(artifact: ArtifactRecord, env: Environment, gates: StageGates) -> dict[str, Any]:
+    """End the stage as waiting: its only failures are reports that may still arrive (``wait_for``).
+
+    Nothing is recorded in the ledger (no verdict was reached) and no lock is taken: the stage
+    ends here and holds no process. The nightly sweep (an ``auto_promote`` environment) or a
+    ``promote run`` after ``promote attest`` evaluates it again; once the deadline has passed a
+    report still missing is a gate failure, recorded as the stage's rejection.
+    """
+    until = gates.evidence_deadline
+    assert until is not None
+    reasons = [f"{r.gate}: {'; '.join(r.reasons)}" for r in gates.waiting_for_evidence]
+    get_run_logger().info("%s waits for evidence until %s: %s", env.name, until, " | ".join(reasons))
+    report.markdown(
+        report.artifact_key("promotion", artifact.service, env.name),
+        stage_report(artifact, env.name, "waiting for evidence", gates.results, [], notes=reasons),
+        f"{artifact.service} → {env.name}: waiting for evidence until {until:%Y-%m-%d %H:%M}Z",
+    )
+    return {
+        "environment": env.name,
+        "outcome": "waiting for evidence",
+        "until": until.isoformat(),
+        "reason": " | ".join(reasons),
+    }
 
 
 def _await_approval(
@@ -651,6 +680,8 @@ def promote_pipeline(
         lines = [f"# Plan: {service} {d.short} (version {artifact.version or 'n/a'})", ""]
         for s in p.stages:
             when = f" (earliest {s.earliest:%Y-%m-%d %H:%M}Z)" if s.earliest else ""
+            if s.waits_until:
+                when = f" (for evidence until {s.waits_until:%Y-%m-%d %H:%M}Z)"
             lines += [f"## {s.environment}: {s.action.replace('_', ' ')}{when}", gate_table(s.gates)]
             lines += [f"- {r}" for r in s.reasons]
             if s.approval:
@@ -703,6 +734,16 @@ def promote_pipeline(
         outcome = state.result()
         if outcome.get("outcome") == "awaiting approval":
             suspend_for_approval(service, d, env, outcome)  # ends this process; never returns
+        if outcome.get("outcome") == "waiting for evidence":
+            # Not a failure: nothing was decided. The run ends; what resumes it is in the message.
+            rows.append({"environment": env.name, "outcome": "waiting", "reason": outcome["reason"]})
+            _summary(service, d, rows, started)
+            return Completed(
+                message=f"waiting at {env.name} for evidence until {outcome['until']}: {outcome['reason']} "
+                f"(attach it with promote attest, then promote run; the nightly sweep resumes "
+                f"auto_promote environments)",
+                data={"stages": rows},
+            )
         rows.append({"environment": env.name, "outcome": outcome.get("outcome", "promoted"), "reason": ""})
     _summary(service, d, rows, started)
     return Completed(message=f"promoted {d.short} to {stages[-1].name}", data={"stages": rows})

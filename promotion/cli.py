@@ -501,6 +501,7 @@ def plan(
 ) -> None:
     """Say what a promotion would do, stage by stage, and when; change nothing."""
     from promotion.digest import Digest
+    from promotion.evaluate import EVIDENCE_NOT_YET
     from promotion.plan import plan as make_plan
 
     store = _store()
@@ -514,11 +515,15 @@ def plan(
         return
     for s in p.stages:
         when = f" — earliest {_when(s.earliest)}" if s.earliest else ""
+        if s.waits_until:
+            when = f" — waits until {_when(s.waits_until)} for evidence (resumed when it is attached)"
         out.print(f"\n[bold]{s.environment}[/bold]: {s.action.replace('_', ' ')}{when}")
         if s.approval:
             out.print(f"  approval: {s.approval}")
         for r in s.gates:
             mark = "pass" if r.passed else ("ERROR" if r.errored else "FAIL")
+            if r.measured.get("evidence") == EVIDENCE_NOT_YET:
+                mark = "WAIT"
             out.print(f"  {mark:5} {r.gate}: {'; '.join(r.reasons)}")
         for reason in s.reasons if not s.gates else []:
             out.print(f"  {reason}")

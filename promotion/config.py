@@ -131,6 +131,33 @@ class GateBase(Strict):
         description="evidence gates: evidence published longer ago than this has expired and fails "
         "the gate; the nightly sweep re-checks deployed digests against it",
     )
+    wait_for: Duration | None = Field(
+        default=None,
+        description="evidence gates: how long after publish a missing report makes the stage wait "
+        "(not fail); after that, a report still missing fails the gate",
+    )
+
+    @model_validator(mode="after")
+    def _wait_for_needs_evidence(self) -> GateBase:
+        # Which kinds read evidence is the gate registry's knowledge (it imports this module), so
+        # it is asked here, at validation time, when every kind is registered.
+        if self.wait_for is None:
+            return self
+        from promotion.gate_registry import gate_kind, registered
+
+        kind = str(getattr(self, "kind", ""))
+        if gate_kind(kind).evidence is None:
+            readers = ", ".join(k.name for k in registered() if k.evidence is not None)
+            raise ValueError(
+                f"wait_for applies only to gates that read evidence ({readers}); a {kind} gate reads none"
+            )
+        if not self.required:
+            raise ValueError(
+                "wait_for needs required: true (a gate that is not required passes without evidence)"
+            )
+        if self.wait_for <= dt.timedelta(0):
+            raise ValueError("wait_for must be longer than 0s")
+        return self
 
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]

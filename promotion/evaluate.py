@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from promotion.config import Environment, Gate, format_duration
@@ -114,8 +114,69 @@ def evidence_expiry(gate: Gate, artifact: ArtifactRecord, now: dt.datetime) -> E
     return EvidenceExpiry(evidence, age, gate.max_age) if age > gate.max_age else None
 
 
+#: ``measured["evidence"]`` of a gate whose report has not arrived and whose ``wait_for`` runs:
+#: the one mark :class:`StageGates` reads to tell "wait" from "no".
+EVIDENCE_NOT_YET = "none attached yet"
+
+
+@dataclass(frozen=True)
+class EvidenceWait:
+    """An evidence gate's ``wait_for``: until ``deadline`` a missing report means "wait"."""
+
+    evidence: str
+    wait_for: dt.timedelta
+    deadline: dt.datetime
+
+
+def evidence_wait(gate: Gate, artifact: ArtifactRecord) -> EvidenceWait | None:
+    """The wait an evidence gate declares, counted from the moment the artifact was published."""
+    evidence = gate_kind(gate.kind).evidence
+    if evidence is None or gate.wait_for is None:
+        return None
+    return EvidenceWait(evidence, gate.wait_for, artifact.created_at + gate.wait_for)
+
+
+def _utc_text(t: dt.datetime) -> str:
+    return f"{t.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _missing_evidence(gate: Gate, wait: EvidenceWait, now: dt.datetime) -> GateResult:
+    """No report of the kind the gate reads: waiting within ``wait_for``, a hard failure after."""
+    within = now <= wait.deadline
+    if within:
+        reason = f"waiting for {wait.evidence} evidence until {_utc_text(wait.deadline)}: none attached yet"
+    else:
+        reason = (
+            f"no {wait.evidence} evidence attached within {format_duration(wait.wait_for)} of publish "
+            f"(deadline {_utc_text(wait.deadline)})"
+        )
+    return GateResult(
+        gate=gate.name or gate.kind,
+        kind=gate.kind,
+        passed=False,
+        measured={"evidence": EVIDENCE_NOT_YET if within else "none attached"},
+        thresholds={"wait_for": format_duration(wait.wait_for), "deadline": wait.deadline.isoformat()},
+        reasons=[reason],
+    )
+
+
 def _dispatch(gate: Gate, ctx: GateContext) -> GateResult:
     kind = gate_kind(gate.kind)
+    wait = evidence_wait(gate, ctx.artifact)
+    if wait is not None:
+        # Each report is read once: the presence check's bytes are the ones the evaluator gets.
+        loaded: dict[str, bytes] = {}
+        load = ctx.load_evidence
+
+        def load_once(ref: EvidenceRef) -> bytes:
+            key = str(ref.digest)
+            if key not in loaded:
+                loaded[key] = load(ref)
+            return loaded[key]
+
+        ctx = replace(ctx, load_evidence=load_once)
+        if not ctx.reports(wait.evidence):
+            return _missing_evidence(gate, wait, ctx.now)
     expired = evidence_expiry(gate, ctx.artifact, ctx.now)
     if expired is not None:
         return GateResult(
@@ -173,7 +234,8 @@ class StageGates:
 
     @property
     def hard(self) -> list[GateResult]:
-        """Failures waiting cannot end: every failure except a time gate's "not yet".
+        """Failures waiting cannot end: every failure except a time gate's "not yet" and a
+        missing report within its gate's ``wait_for``.
 
         A soak that stopped (the digest left the previous environment) can never be met by
         waiting, so it is hard too.
@@ -182,10 +244,26 @@ class StageGates:
 
     @property
     def waiting(self) -> list[GateResult]:
-        """Failures of time gates that pass by themselves later (see :meth:`ready_at`)."""
+        """Failures waiting can end: time gates that pass by themselves later (see :meth:`ready_at`)
+        and evidence gates whose report may still arrive within ``wait_for``."""
         return [r for r in self.failing if self._waitable(r)]
 
+    @property
+    def waiting_for_evidence(self) -> list[GateResult]:
+        """Failures that only mean "the report has not arrived yet" (an evidence gate's ``wait_for``)."""
+        return [r for r in self.failing if r.measured.get("evidence") == EVIDENCE_NOT_YET]
+
+    @property
+    def evidence_deadline(self) -> dt.datetime | None:
+        """Until when the stage waits for evidence: the latest ``wait_for`` deadline still running."""
+        deadlines = [
+            dt.datetime.fromisoformat(str(r.thresholds["deadline"])) for r in self.waiting_for_evidence
+        ]
+        return max(deadlines, default=None)
+
     def _waitable(self, result: GateResult) -> bool:
+        if result.measured.get("evidence") == EVIDENCE_NOT_YET:
+            return True  # arriving evidence ends it; the nightly sweep or an attest re-plans it
         kind = gate_kind(result.kind)
         if not kind.time_based:
             return False

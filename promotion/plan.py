@@ -82,12 +82,15 @@ class StagePlan:
     approval: str | None = None
     earliest: dt.datetime | None = None
     reasons: list[str] = field(default_factory=list)
+    #: Set when the stage waits for evidence (an evidence gate's ``wait_for``): until when it waits.
+    waits_until: dt.datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "environment": self.environment,
             "action": self.action,
             "earliest": self.earliest.isoformat() if self.earliest else None,
+            "waits_until": self.waits_until.isoformat() if self.waits_until else None,
             "approval": self.approval,
             "reasons": self.reasons,
             "gates": [r.model_dump(mode="json") for r in self.gates],
@@ -119,6 +122,8 @@ class Plan:
         parts = []
         for s in self.stages:
             when = f" at {s.earliest:%Y-%m-%d %H:%M}Z" if s.earliest and s.action == "wait" else ""
+            if s.waits_until and s.action == "wait":
+                when = f" for evidence until {s.waits_until:%Y-%m-%d %H:%M}Z"
             parts.append(f"{s.environment}: {s.action.replace('_', ' ')}{when}")
         return "; ".join(parts)
 
@@ -151,10 +156,16 @@ def plan(
     aimed_at = stages[-1].name if stages else ""
     out: list[StagePlan] = []
     blocked = False
+    evidence_wait_at = ""
     projected = now
     for env in stages:
         if blocked:
             out.append(StagePlan(env.name, "not_reached", reasons=["an earlier stage is blocked"]))
+            continue
+        if evidence_wait_at:
+            # When the report arrives is unknown, so is when the next stages would start.
+            reason = f"an earlier stage ({evidence_wait_at}) waits for evidence"
+            out.append(StagePlan(env.name, "not_reached", reasons=[reason]))
             continue
         why_not = held_back(state, history, env.name, aimed_at)
         if why_not:
@@ -175,6 +186,10 @@ def plan(
             stage.action = "blocked"
             stage.reasons = [f"{r.gate}: {'; '.join(r.reasons)}" for r in hard]
             blocked = True
+        elif gates.waiting_for_evidence:
+            stage.action, stage.waits_until = "wait", gates.evidence_deadline
+            stage.reasons = [f"{r.gate}: {'; '.join(r.reasons)}" for r in results if not r.passed]
+            evidence_wait_at = env.name
         else:
             earliest = gates.ready_at(projected)
             if earliest > now:
