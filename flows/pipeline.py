@@ -51,7 +51,7 @@ from promotion.models import ArtifactRecord, EnvState, LedgerRecord, LedgerState
 from promotion.plan import held_back, plan, previous_environment, previous_stay, remaining_environments
 from promotion.reach import DigestHistory, digest_history
 from promotion.report import approval_description, gate_table, stage_report
-from promotion.requests import ApprovalRequest, answer_details, find_request, request_details
+from promotion.requests import ApprovalRequest, find_request, record_answer, request_details
 from promotion.settings import settings
 from promotion.store import ArtifactStore
 from tasks.deploy import deploy, verify_live
@@ -377,15 +377,14 @@ def _await_approval(
                 _announce_decision(artifact, env, current, decision, verdict, request.tally(policy))
                 return verdict
         verdict = request.tally(policy).judge(decision)
-        store.ledger.append(
-            artifact.service,
-            "approval",
-            artifact.digest,
-            actor=decision.approver,
-            environment=env.name,
+        record_answer(
+            store.ledger,
+            request,
+            decision,
+            verdict,
+            "run",
+            _run_id(),
             version=artifact.version,
-            reason=decision.reason,
-            details=answer_details(decision, verdict, "run", _run_id()),
             idempotency_id=f"{_run_id()}:approval:{seen}",
         )
         after = request.tally(policy)
@@ -946,16 +945,16 @@ def collect_answers(
         )
         tally = request.tally(policy)
         verdict = tally.judge(decision)
-        store.ledger.append(
-            artifact.service,
-            "approval",
-            artifact.digest,
-            actor=decision.approver,
-            environment=env.name,
+        record_answer(
+            store.ledger,
+            request,
+            decision,
+            verdict,
+            "run",
+            run_id,
             version=artifact.version,
-            reason=decision.reason,
-            details=answer_details(decision, verdict, "run", run_id, input_key=key),
             idempotency_id=f"{run_id}:approval:{key}",
+            input_key=key,
         )
         tally.add(decision)
         current = store.ledger.state(artifact.service).environments.get(env.name)

@@ -22,7 +22,7 @@ from promotion.approval import Decision
 from promotion.config import Pipeline, load_pipeline
 from promotion.digest import Digest
 from promotion.errors import PromotionError, UsageError
-from promotion.requests import ApprovalRequest, answer_details, describe_verdict, find_request, open_requests
+from promotion.requests import ApprovalRequest, describe_verdict, find_request, open_requests, record_answer
 from promotion.store import ArtifactStore
 
 #: How long to wait for a run that just paused to store its resume form.
@@ -78,16 +78,16 @@ def decide(
         )
     tally = request.tally(policy)
     verdict = tally.add(answer)
-    store.ledger.append(
-        waiting.service,
-        "approval",
-        waiting.digest,
-        actor=answer.approver,
-        environment=waiting.environment,
+    record_answer(
+        store.ledger,
+        request,
+        answer,
+        verdict,
+        "cli",
+        waiting.run_id,
         version=request.version,
-        reason=reason,
-        details=answer_details(answer, verdict, "cli", waiting.run_id, input_key=waiting.input_key),
         idempotency_id=f"cli:{uuid.uuid4().hex}",
+        input_key=waiting.input_key,
     )
     said = describe_verdict(answer, verdict, tally)
     noun = "approval" if decision == "approve" else "rejection"

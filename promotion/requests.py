@@ -220,6 +220,36 @@ def answer_details(
     return details
 
 
+def record_answer(
+    ledger: Ledger,
+    request: ApprovalRequest,
+    decision: Decision,
+    verdict: Verdict,
+    source: Source,
+    flow_run_id: str | None,
+    *,
+    version: str | None,
+    idempotency_id: str,
+    input_key: str | None = None,
+) -> LedgerRecord:
+    """Append the ``approval`` record of one answer to ``request`` (counted or refused, and why).
+
+    ``idempotency_id`` makes a retried append (or a re-entered run reading the same form) write
+    the answer once; each writer derives it from what identifies the answer on its side.
+    """
+    return ledger.append(
+        request.service,
+        "approval",
+        request.digest,
+        actor=decision.approver,
+        environment=request.environment,
+        version=version,
+        reason=decision.reason,
+        details=answer_details(decision, verdict, source, flow_run_id, input_key=input_key),
+        idempotency_id=idempotency_id,
+    )
+
+
 def may_still_approve(tally: Tally) -> list[str]:
     """Approvers whose approval would count now (not yet counted, not barred from self-approval)."""
     barred = set() if tally.policy.allow_self_approval else {tally.commit_author, tally.requested_by}
