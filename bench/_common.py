@@ -4,12 +4,14 @@ The scripts run as ``.venv/bin/python bench/NAME.py``, so this directory is firs
 and they import this module as ``_common`` (as they import ``pg``). Everything here is what the
 scripts did identically: the facts of the machine, percentile statistics, the latency summary,
 the lines of a report that every script prints (samples, load averages, checks), argument
-defaults of ``--quick`` runs, the SIGTERM handler, Prefect's console and test server, and the
+defaults of ``--quick`` runs, the SIGTERM handler, Prefect's console, and the
 JSON result file; and what several scripts had a copy of: :class:`BenchError`, the S3 request
 counter, the pattern of ids in Prefect API paths, stopping a process group.
 
 It also puts the repository's root on ``sys.path``, so that the scripts can import the test
-suite's helpers (``tests/``) instead of keeping copies of them.
+suite's helpers (``tests/``) instead of keeping copies of them: the servers the tests run on
+(``tests.local_servers``: the Prefect test server, the S3 keys in the environment) and the SARIF
+generator (``tests.sarif_gen``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from promotion.local_s3 import LocalS3, weed_binary
+from promotion.local_s3 import weed_binary
 
 if TYPE_CHECKING:
     import pg  # bench/pg.py, beside this module; imported where used, since it imports this one
@@ -244,23 +246,6 @@ def fill_defaults(args: argparse.Namespace, quick: Mapping[str, Any], full: Mapp
             setattr(args, name, value)
 
 
-@contextmanager
-def aws_credentials(server: LocalS3) -> Iterator[None]:
-    """The S3 server's keys in this process's environment (boto3 and the children read them
-    there), the previous values back on exit."""
-    keys = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({k: server.env()[k] for k in keys})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def write_random_file(path: Path, size: int, chunk: int = 4 * 2**20) -> None:
     """``size`` random bytes (incompressible, never seen before) into ``path``, ``chunk`` at a time."""
     with path.open("wb") as f:
@@ -310,28 +295,6 @@ def quiet_prefect_console() -> None:
                 h.setLevel(logging.WARNING)
 
 
-@contextmanager
-def harness_server() -> Iterator[str]:
-    """``prefect_test_harness``; yields its API URL; the server is stopped even when the body raises.
-
-    Sets ``PREFECT_SERVER_ANALYTICS_ENABLED=false`` unless it is set already.
-    """
-    from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    server: SubprocessASGIServer | None = None
-    try:
-        with prefect_test_harness(server_startup_timeout=180):
-            # The harness stops its server only when its body returns normally (and at exit).
-            server = SubprocessASGIServer._instances.get(None)
-            yield str(PREFECT_API_URL.value())
-    finally:
-        if server is not None:
-            server.stop()
-
-
 SQLITE_DESCRIPTION = "prefect_test_harness(server_startup_timeout=180): uvicorn subprocess, SQLite"
 POSTGRES_SERVER_DESCRIPTIONS: dict[pg.ServerMode, str] = {
     "harness": "uvicorn subprocess as prefect_test_harness starts it (no UI, ephemeral services)",
@@ -352,13 +315,15 @@ class PrefectUnderTest:
 def prefect_on(database: str, postgres_server: pg.ServerMode = "harness") -> Iterator[PrefectUnderTest]:
     """A Prefect server on ``database`` that this process's client talks to, stopped on exit.
 
-    ``"sqlite"``: :func:`harness_server`; otherwise a PostgreSQL (``bench/pg.py``) and a Prefect
-    server on it started as ``postgres_server`` says.
+    ``"sqlite"``: the tests' server (:func:`tests.local_servers.prefect_test_server`); otherwise a
+    PostgreSQL (``bench/pg.py``) and a Prefect server on it started as ``postgres_server`` says.
     """
     import pg
 
+    from tests.local_servers import prefect_test_server  # on the path from the top of this module
+
     if database == "sqlite":
-        with harness_server() as api_url:
+        with prefect_test_server() as api_url:
             yield PrefectUnderTest(api_url, SQLITE_DESCRIPTION)
         return
     started = POSTGRES_SERVER_DESCRIPTIONS[postgres_server]

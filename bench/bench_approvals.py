@@ -72,10 +72,8 @@ from _common import (
     UUID_PATTERN,
     BenchError,
     RecordsChecks,
-    aws_credentials,
     exit_on_sigterm,
     fill_defaults,
-    harness_server,
     latency_summary,
     load_and_total_line,
     machine_facts,
@@ -92,6 +90,7 @@ from promotion.local_s3 import LocalS3
 from promotion.models import LedgerRecord, Provenance
 from promotion.requests import find_request
 from promotion.store import ArtifactStore
+from tests.local_servers import aws_credentials, prefect_test_server  # on the path through _common
 
 DEFAULT_OUT = RESULTS_DIR / "approvals.json"
 PROMOTE = str(Path(sys.executable).parent / "promote")
@@ -887,7 +886,7 @@ def render(res: dict[str, Any]) -> str:
 def servers(tmp: Path) -> Iterator[tuple[LocalS3, str]]:
     with LocalS3(bucket="bench-approvals") as s3, aws_credentials(s3):
         print(f"SeaweedFS at {s3.endpoint_url}; starting the Prefect test server (SQLite)...", flush=True)
-        with harness_server() as api:
+        with prefect_test_server() as api:
             yield s3, api
 
 

@@ -120,7 +120,6 @@ from _common import (
     UUID_PATTERN,
     BenchError,
     RecordsChecks,
-    aws_credentials,
     exit_on_sigterm,
     fill_defaults,
     fmt_samples,
@@ -165,6 +164,7 @@ from promotion.plan import plan, previous_environment
 from promotion.report import stage_report
 from promotion.s3 import S3
 from promotion.store import ArtifactStore, parse_evidence
+from tests.local_servers import aws_credentials  # on the path through _common
 
 T = TypeVar("T")
 

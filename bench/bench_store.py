@@ -71,7 +71,6 @@ from _common import (
     BenchError,
     RecordsChecks,
     S3RequestCounter,
-    aws_credentials,
     exit_on_sigterm,
     fill_defaults,
     fmt_samples,
@@ -95,6 +94,7 @@ from promotion.local_s3 import LocalS3
 from promotion.models import Provenance
 from promotion.s3 import S3, make_client
 from promotion.store import ArtifactStore
+from tests.local_servers import aws_credentials  # on the path through _common
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

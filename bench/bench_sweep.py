@@ -51,9 +51,9 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -61,10 +61,8 @@ from _common import (
     RESULTS_DIR,
     BenchError,
     S3RequestCounter,
-    aws_credentials,
     exit_on_sigterm,
     fill_defaults,
-    harness_server,
     load_and_total_line,
     machine_facts,
     quiet_prefect_console,
@@ -80,6 +78,7 @@ from promotion.local_s3 import LocalS3
 from promotion.models import Provenance, utcnow
 from promotion.store import ArtifactStore, parse_evidence
 from promotion.sweep import RetentionReport, ServiceReport, correct_all, run_retention, sweep_services
+from tests.local_servers import aws_credentials, prefect_test_server  # on the path through _common
 
 DEFAULT_OUT = RESULTS_DIR / "sweep.json"
 GOAL = 11.0
@@ -364,17 +363,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextmanager
-def prefect_server(enabled: bool) -> Iterator[str | None]:
-    """``prefect_test_harness``; the server subprocess is stopped even when the body raises."""
-    if not enabled:
-        yield None
-        return
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    with harness_server() as api_url:
-        yield api_url
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
@@ -391,7 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = f"bench-env-{uuid.uuid4().hex[:8]}"
         server.client().create_bucket(Bucket=target)
         print(f"SeaweedFS at {server.endpoint_url}" + ("; starting Prefect..." if flow else ""), flush=True)
-        with prefect_server(flow) as api:
+        with prefect_test_server() if flow else nullcontext(None) as api:
             if api:
                 quiet_prefect_console()
                 print(f"Prefect at {api}", flush=True)

@@ -79,7 +79,6 @@ from _common import (
     RESULTS_DIR,
     BenchError,
     RecordsChecks,
-    aws_credentials,
     exit_on_sigterm,
     fill_defaults,
     free_port,
@@ -100,6 +99,7 @@ from promotion.digest import Digest
 from promotion.local_s3 import LocalS3
 from promotion.models import Provenance
 from promotion.store import ArtifactStore
+from tests.local_servers import aws_credentials  # on the path through _common
 
 DEFAULT_OUT = RESULTS_DIR / "webhook.json"
 DEFAULT_OUTS = {"sqlite": DEFAULT_OUT, "postgres": RESULTS_DIR / "webhook-postgres.json"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ from promotion.local_s3 import LocalS3
 from promotion.s3 import S3
 from promotion.store import ArtifactStore
 from tests.flows import harness
+from tests.local_servers import aws_credentials, prefect_test_server
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -21,19 +21,9 @@ SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[LocalS3]:
-    with LocalS3(bucket="promotion-test") as server:
-        # boto3 and the CLI subprocesses read credentials from the standard environment.
-        saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-        os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = (
-            server.env()["AWS_ACCESS_KEY_ID"],
-            server.env()["AWS_SECRET_ACCESS_KEY"],
-        )
+    # boto3 and the CLI subprocesses read credentials from the standard environment.
+    with LocalS3(bucket="promotion-test") as server, aws_credentials(server):
         yield server
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 PIPELINE_TEMPLATE = """
@@ -95,16 +85,8 @@ def shared_fixtures() -> Path:
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[str]:
     """One Prefect server (SQLite) for the whole session; yields its API URL."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    # Telemetry writes to the database while the server starts: a source of "database is locked".
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # The default 30 s start-up timeout is tight on a 2-core machine (start-up takes ~20 s).
-    with prefect_test_harness(server_startup_timeout=180):
-        url = PREFECT_API_URL.value()
-        assert url
-        yield str(url)
+    with prefect_test_server() as url:
+        yield url
 
 
 @pytest.fixture
