@@ -259,6 +259,7 @@ def publish(
                 "digest": str(result.digest),
                 "already_published": result.already_published,
                 "uploaded_bytes": result.uploaded_bytes,
+                "attached": [r.model_dump(mode="json") for r in result.attached],
                 "record": result.record.model_dump(mode="json"),
             }
         )
@@ -270,7 +271,61 @@ def publish(
         f"{what}: {service} {rec.version or ''}{own} {rec.size} bytes, "
         f"{len(result.record.evidence)} evidence file(s), {result.uploaded_bytes} bytes uploaded"
     )
+    for ref in result.attached:
+        err.print(f"attached: {ref.kind} {ref.filename} ({ref.digest.short}, {ref.size} bytes)")
     sys.stdout.write(f"{result.digest}\n")
+
+
+@app.command()
+def attest(
+    service: Annotated[str, typer.Argument(help="Service the artifact belongs to.", show_default=False)],
+    digest: Annotated[str, typer.Argument(help="The published digest (sha256:...).", show_default=False)],
+    evidence: Annotated[
+        list[str],
+        typer.Option("--evidence", "-e", help="KIND=PATH, repeatable (as for publish)."),
+    ],
+    follow_symlinks: Annotated[bool, typer.Option("--follow-symlinks", help="As for publish.")] = False,
+    commit: Annotated[str | None, typer.Option(help="Commit of the attesting job (default: CI).")] = None,
+    build_url: Annotated[str | None, typer.Option(help="URL of the attesting job (default: CI).")] = None,
+    builder: Annotated[str | None, typer.Option(help="CI system of the attesting job.")] = None,
+    actor: Annotated[
+        str | None, typer.Option("--as", help="Who attests (default: CI user or login).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Attach evidence that arrived later (a re-scan, a long suite) to a published artifact."""
+    from promotion import ci_context
+    from promotion.digest import Digest
+    from promotion.models import Provenance
+    from promotion.store import ArtifactStore, parse_evidence
+
+    pipeline = _pipeline()
+    pipeline.service(service)
+    parsed = Digest(digest)
+    ev = parse_evidence(evidence, follow_symlinks=follow_symlinks)
+    provenance = Provenance(
+        commit=commit or ci_context.ci_commit(),
+        build_url=build_url or ci_context.ci_build_url(),
+        builder=builder or ci_context.ci_builder(),
+        published_by=ci_context.current_actor(actor),
+    )
+    result = ArtifactStore(pipeline).attest(service, parsed, ev, provenance=provenance)
+    if as_json:
+        _emit_json(
+            {
+                "digest": str(parsed),
+                "attached": [r.model_dump(mode="json") for r in result.attached],
+                "already_attached": [r.model_dump(mode="json") for r in result.already],
+                "seq": result.event.seq if result.event else None,
+            }
+        )
+        return
+    for ref in result.attached:
+        out.print(f"attached: {ref.kind} {ref.filename} ({ref.digest.short}, {ref.size} bytes)")
+    for ref in result.already:
+        out.print(f"already attached: {ref.kind} {ref.filename} ({ref.digest.short})")
+    if result.event is not None:
+        out.print(f"recorded: ledger record {result.event.seq} of {service}, by {result.event.actor}")
 
 
 def _usage(message: str) -> PromotionError:
@@ -297,6 +352,7 @@ def status(
         stack_of = _stacks_of(
             store, name, {e.digest for e in [*st.environments.values(), st.latest_published] if e}
         )
+        attested_of = _attested_of(store, name, st)
         for env in pipeline.environment_names:
             cur = st.environments.get(env)
             rows.append(
@@ -308,6 +364,7 @@ def status(
                     "stack": stack_of.get(str(cur.digest)) if cur else None,
                     "since": cur.since.isoformat() if cur else None,
                     "by": cur.by if cur else None,
+                    "attested": attested_of.get(str(cur.digest), []) if cur else [],
                 }
             )
         latest = st.latest_published
@@ -320,13 +377,14 @@ def status(
                 "stack": stack_of.get(str(latest.digest)) if latest else None,
                 "since": latest.since.isoformat() if latest else None,
                 "by": latest.by if latest else None,
+                "attested": attested_of.get(str(latest.digest), []) if latest else [],
             }
         )
     if as_json:
         _emit_json(rows)
         return
     table = Table(title="Promotion status", title_justify="left")
-    for col in ("service", "environment", "digest", "version", "stack", "since", "by"):
+    for col in ("service", "environment", "digest", "version", "stack", "since", "by", "attested"):
         table.add_column(col, no_wrap=col == "digest")
     for r in rows:
         table.add_row(
@@ -337,6 +395,7 @@ def status(
             r["stack"] or "",
             (r["since"] or "")[:19].replace("T", " ") + ("Z" if r["since"] else ""),
             r["by"] or "",
+            ", ".join(f"{a['filename']} ({a['by']}, {a['at'][:16]}Z)" for a in r["attested"]),
         )
     out.print(table)
 
@@ -399,6 +458,30 @@ def _stacks_of(store: ArtifactStore, service: str, digests: set[Any]) -> dict[st
     return found
 
 
+def _attested_of(store: ArtifactStore, service: str, st: Any) -> dict[str, list[dict[str, str]]]:
+    """digest -> the attested reports of its effective evidence (kind, file, who, when), for the
+    digests shown that have any (their ``attested`` records and artifact record are read)."""
+    from promotion.evidence_set import evidence_for
+
+    shown = {e.digest for e in [*st.environments.values(), st.latest_published] if e}
+    found: dict[str, list[dict[str, str]]] = {}
+    for digest in sorted((d for d in shown if str(d) in st.attested), key=str):
+        record = store.find_record(service, digest)
+        if record is None:
+            continue
+        found[str(digest)] = [
+            {
+                "kind": e.ref.kind,
+                "filename": e.ref.filename,
+                "by": e.attached_by,
+                "at": e.attached_at.isoformat(),
+            }
+            for e in evidence_for(store.ledger, record, st)
+            if e.seq is not None
+        ]
+    return found
+
+
 def _judged(rec: Any) -> dict[str, Any]:
     """``counted`` and ``why`` of an ``approval`` record (a refused answer is no approval)."""
     if rec.event != "approval":
@@ -407,6 +490,9 @@ def _judged(rec: Any) -> dict[str, Any]:
 
 
 def _history_reason(rec: Any) -> str:
+    if rec.event == "attested":
+        files = ", ".join(f"{e.get('kind')} {e.get('filename')}" for e in rec.details.get("evidence", []))
+        return f"{files} (via {rec.details.get('via', 'attest')})"
     judged = _judged(rec)
     said = f"{rec.details.get('decision', '')}: {rec.reason}" if judged else rec.reason
     if judged and not judged["counted"]:

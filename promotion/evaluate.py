@@ -25,9 +25,10 @@ from promotion.errors import InfrastructureError, PromotionError
 from promotion.evidence import (
     MAX_EVIDENCE_BYTES as MAX_EVIDENCE_BYTES,  # re-export: evidence over the parsers' limit is not downloaded
 )
+from promotion.evidence_set import AttachedEvidence, evidence_for, published_evidence
 from promotion.gate_registry import gate_kind
 from promotion.gates import GateResult
-from promotion.models import ArtifactRecord, EnvState, EvidenceRef
+from promotion.models import ArtifactRecord, EnvState, EvidenceRef, LedgerState
 
 if TYPE_CHECKING:
     from promotion.store import ArtifactStore
@@ -46,10 +47,18 @@ class GateContext:
     load_evidence: Callable[[EvidenceRef], bytes]
     #: When the digest left the previous environment (replaced by a newer build); None: still there.
     previous_until: dt.datetime | None = None
+    #: The artifact's effective evidence (promotion.evidence_set: publish evidence, then each
+    #: attestation); None: only what it was published with.
+    evidence: tuple[AttachedEvidence, ...] | None = None
+
+    def attached(self, evidence_kind: str) -> list[AttachedEvidence]:
+        """The effective reports of ``evidence_kind``, with when and how each was attached."""
+        every = self.evidence if self.evidence is not None else published_evidence(self.artifact)
+        return [e for e in every if e.ref.kind == evidence_kind]
 
     def reports(self, evidence_kind: str) -> list[bytes]:
-        """Every report of ``evidence_kind`` attached to the artifact, in publish order."""
-        return [self.load_evidence(ref) for ref in self.artifact.evidence if ref.kind == evidence_kind]
+        """Every effective report of ``evidence_kind`` (the newest of each file, see evidence_set)."""
+        return [self.load_evidence(e.ref) for e in self.attached(evidence_kind)]
 
 
 def gate_context(
@@ -60,8 +69,14 @@ def gate_context(
     previous: EnvState | None,
     now: dt.datetime,
     previous_until: dt.datetime | None = None,
+    ledger_state: LedgerState | None = None,
 ) -> GateContext:
-    """The context of a stage's gates; evidence is read from the store by digest (and re-checked)."""
+    """The context of a stage's gates; evidence is read from the store by digest (and re-checked).
+
+    The artifact's effective evidence includes what was attested since publish (its ``attested``
+    ledger records, found from the service's ledger state ``ledger_state``, read from the
+    ledger's tip when not given): the one place every caller (stage flow, plan, sweep) gets it from.
+    """
     return GateContext(
         service=artifact.service,
         digest=artifact.digest,
@@ -72,6 +87,7 @@ def gate_context(
         now=now,
         load_evidence=lambda ref: store.fetch_bytes(ref.digest, max_size=MAX_EVIDENCE_BYTES),
         previous_until=previous_until,
+        evidence=tuple(evidence_for(store.ledger, artifact, ledger_state)),
     )
 
 
@@ -81,7 +97,11 @@ def evaluate(gate: Gate, ctx: GateContext) -> GateResult:
     Raises :class:`InfrastructureError` (not a verdict); every other error fails the gate.
     """
     try:
-        return _dispatch(gate, ctx)
+        result = _dispatch(gate, ctx)
+        evidence = gate_kind(gate.kind).evidence
+        if evidence is None:
+            return result
+        return result.model_copy(update={"evidence": [e.describe() for e in ctx.attached(evidence)]})
     except InfrastructureError:
         raise
     except PromotionError as exc:
@@ -103,15 +123,32 @@ class EvidenceExpiry:
     evidence: str
     age: dt.timedelta
     max_age: dt.timedelta
+    #: How the oldest report arrived: ``published`` or ``attested``.
+    how: str = "published"
 
 
-def evidence_expiry(gate: Gate, artifact: ArtifactRecord, now: dt.datetime) -> EvidenceExpiry | None:
-    """Whether ``gate`` reads evidence whose ``max_age`` has passed (the one expiry rule)."""
+def evidence_expiry(
+    gate: Gate,
+    artifact: ArtifactRecord,
+    now: dt.datetime,
+    evidence_set: Sequence[AttachedEvidence] | None = None,
+) -> EvidenceExpiry | None:
+    """Whether ``gate`` reads evidence whose ``max_age`` has passed (the one expiry rule).
+
+    The age is the oldest effective report's of the gate's kind, counted from when it was
+    attached (publish or attest: a re-scan attested today is fresh); with no report of the
+    kind, from the publish.
+    """
     evidence = gate_kind(gate.kind).evidence
     if evidence is None or gate.max_age is None:
         return None
-    age = now - artifact.created_at
-    return EvidenceExpiry(evidence, age, gate.max_age) if age > gate.max_age else None
+    every = evidence_set if evidence_set is not None else published_evidence(artifact)
+    reports = [e for e in every if e.ref.kind == evidence]
+    oldest = min(reports, key=lambda e: e.attached_at, default=None)
+    since = oldest.attached_at if oldest is not None else artifact.created_at
+    how = "attested" if oldest is not None and oldest.seq is not None else "published"
+    age = now - since
+    return EvidenceExpiry(evidence, age, gate.max_age, how) if age > gate.max_age else None
 
 
 #: ``measured["evidence"]`` of a gate whose report has not arrived and whose ``wait_for`` runs:
@@ -177,7 +214,7 @@ def _dispatch(gate: Gate, ctx: GateContext) -> GateResult:
         ctx = replace(ctx, load_evidence=load_once)
         if not ctx.reports(wait.evidence):
             return _missing_evidence(gate, wait, ctx.now)
-    expired = evidence_expiry(gate, ctx.artifact, ctx.now)
+    expired = evidence_expiry(gate, ctx.artifact, ctx.now, ctx.evidence)
     if expired is not None:
         return GateResult(
             gate=gate.name or gate.kind,
@@ -186,7 +223,7 @@ def _dispatch(gate: Gate, ctx: GateContext) -> GateResult:
             measured={"evidence_age": format_duration(expired.age)},
             thresholds={"max_age": format_duration(expired.max_age)},
             reasons=[
-                f"evidence expired: {expired.evidence} published {format_duration(expired.age)} ago "
+                f"evidence expired: {expired.evidence} {expired.how} {format_duration(expired.age)} ago "
                 f"(max_age {format_duration(expired.max_age)}); re-run the check and publish again"
             ],
         )
@@ -294,11 +331,15 @@ def evaluate_stage(
     previous_env: str | None,
     previous_until: dt.datetime | None = None,
     run_gates: GateRunner = _in_turn,
+    ledger_state: LedgerState | None = None,
 ) -> StageGates:
     """Evaluate every pre-deploy gate of ``environment`` for ``artifact``: the one evaluation path.
 
     ``previous`` is the digest's stay in ``previous_env`` (what soak measures), ``previous_until``
-    when it left there. Raises :class:`InfrastructureError` when the evidence cannot be read.
+    when it left there; ``ledger_state`` the service's, if the caller has it (else read from the
+    tip). Raises :class:`InfrastructureError` when the evidence cannot be read.
     """
-    ctx = gate_context(store, environment, artifact, previous_env, previous, now, previous_until)
+    ctx = gate_context(
+        store, environment, artifact, previous_env, previous, now, previous_until, ledger_state
+    )
     return StageGates(ctx, run_gates(pre_deploy_gates(environment), ctx))

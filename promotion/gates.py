@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from promotion.config import (
     CoverageGate,
@@ -61,6 +61,9 @@ class GateResult(BaseModel):
     thresholds: dict[str, float | int | str | None]
     reasons: list[str]
     errored: bool = False
+    #: The reports an evidence gate read: kind, filename, digest, when, by whom and how each was
+    #: attached (published or attested), from promotion.evidence_set.
+    evidence: list[dict[str, str]] = Field(default_factory=list)
 
 
 # --- shared helpers ---------------------------------------------------------------------------

@@ -89,7 +89,14 @@ class ArtifactRecord(Record):
 
 
 LedgerEvent = Literal[
-    "published", "promoted", "rejected", "approval_requested", "approval", "rolled_back", "flagged"
+    "published",
+    "promoted",
+    "rejected",
+    "approval_requested",
+    "approval",
+    "rolled_back",
+    "flagged",
+    "attested",
 ]
 
 
@@ -113,6 +120,11 @@ class LedgerState(Record):
     #: record that opened it. Kept in the state so that ``promote pending`` and a re-run find
     #: them from the tip, reading back only as far as the oldest one (see promotion/requests.py).
     approval_requests: dict[str, int] = Field(default_factory=dict)
+    #: Evidence attached after publish (``attested`` events), per digest: ``"<kind>:<filename>"``
+    #: -> seq of the newest ``attested`` record holding a report of that kind and file name. The
+    #: effective evidence of a digest is read from these records alone (one GET each, however
+    #: many nightly re-scans replaced each other), see promotion/evidence_set.py.
+    attested: dict[str, dict[str, int]] = Field(default_factory=dict)
 
 
 class LedgerRecord(Record):
@@ -147,6 +159,8 @@ def apply_event(state: LedgerState, rec: LedgerRecord) -> LedgerState:
     entry = EnvState(digest=rec.digest, version=rec.version, since=rec.at, by=rec.actor, seq=rec.seq)
     if rec.event == "published":
         return state.model_copy(update={"latest_published": entry})
+    if rec.event == "attested":
+        return _apply_attested(state, rec)
     if rec.event == "flagged":
         flagged = dict(state.flagged)
         flagged[str(rec.digest)] = rec.reason
@@ -156,6 +170,26 @@ def apply_event(state: LedgerState, rec: LedgerRecord) -> LedgerState:
         envs[rec.environment] = entry
         return state.model_copy(update={"environments": envs})
     return state
+
+
+def evidence_key(kind: str, filename: str) -> str:
+    """What a later report replaces: an earlier one of the same kind and file name."""
+    return f"{kind}:{filename}"
+
+
+def _apply_attested(state: LedgerState, rec: LedgerRecord) -> LedgerState:
+    listed = rec.details.get("evidence")
+    keys = {
+        evidence_key(str(e.get("kind")), str(e.get("filename")))
+        for e in (listed if isinstance(listed, list) else [])
+        if isinstance(e, dict)
+    }
+    if not keys:
+        return state
+    digest = str(rec.digest)
+    attested = dict(state.attested)
+    attested[digest] = {**attested.get(digest, {}), **dict.fromkeys(sorted(keys), rec.seq)}
+    return state.model_copy(update={"attested": attested})
 
 
 def _apply_requests(state: LedgerState, rec: LedgerRecord) -> LedgerState:

@@ -48,6 +48,7 @@ from promotion.models import (
     BlobInfo,
     EvidenceKind,
     EvidenceRef,
+    LedgerRecord,
     Provenance,
     utcnow,
 )
@@ -72,11 +73,36 @@ RECENT_EVENTS = 8
 ProgressCallback = Callable[[int], None]
 
 
+#: Identity fields a re-publish of identical bytes may differ in: the new evidence is attached
+#: (an ``attested`` event) instead of refusing. ``commit`` is provenance too: identical bytes are
+#: the same artifact whichever commit built them (a CI re-run, or a reproducible build from a
+#: commit that changed only tests), and the attestation records the commit it came from.
+ATTACHABLE_ON_REPUBLISH = frozenset({"evidence", "build_url", "commit"})
+
+
 @dataclass(frozen=True)
 class PublishResult:
     record: ArtifactRecord
     uploaded_bytes: int
     already_published: bool
+    #: Reports of a re-publish attached as an ``attested`` event (the record stays as it was).
+    attached: tuple[EvidenceRef, ...] = ()
+
+    @property
+    def digest(self) -> Digest:
+        return self.record.digest
+
+
+@dataclass(frozen=True)
+class AttestResult:
+    record: ArtifactRecord
+    #: Reports attached by this call (empty: every one was already effective, nothing recorded).
+    attached: tuple[EvidenceRef, ...]
+    #: Reports whose kind and bytes were already in the effective evidence: not attached again.
+    already: tuple[EvidenceRef, ...]
+    #: The ``attested`` ledger record written (or found: a retried attest), None when nothing new.
+    event: LedgerRecord | None
+    uploaded_bytes: int
 
     @property
     def digest(self) -> Digest:
@@ -416,7 +442,8 @@ class ArtifactStore:
         existing = self.find_record(service, blob.digest)
         if existing is not None:
             self._same_or_conflict(existing, record)
-            return PublishResult(existing, uploaded, already_published=True)
+            attached = self._attach(existing, refs, provenance, via="publish").attached
+            return PublishResult(existing, uploaded, already_published=True, attached=attached)
         # The same publish (same bytes, same identity) always has the same idempotency id, so an
         # earlier try that wrote its ledger event and died before the record, or a concurrent
         # identical publish, is found instead of recording a second ``published`` event.
@@ -455,7 +482,8 @@ class ArtifactStore:
                 return PublishResult(record, uploaded, already_published=False)
             winner = self.record(service, blob.digest)
             self._same_or_conflict(winner, record)
-            return PublishResult(winner, uploaded, already_published=True)
+            attached = self._attach(winner, refs, provenance, via="publish").attached
+            return PublishResult(winner, uploaded, already_published=True, attached=attached)
         return PublishResult(record, uploaded, already_published=False)
 
     def _published_recently(self, service: str, idem: str) -> bool:
@@ -470,10 +498,78 @@ class ArtifactStore:
 
     @staticmethod
     def _same_or_conflict(existing: ArtifactRecord, new: ArtifactRecord) -> None:
+        """Refuse a re-publish whose identity differs in more than evidence and build provenance."""
         a, b = existing.identity(), new.identity()
-        diffs = [f"{k}: stored {a[k]!r}, given {b[k]!r}" for k in a if a[k] != b[k]]
+        diffs = [
+            f"{k}: stored {a[k]!r}, given {b[k]!r}"
+            for k in a
+            if a[k] != b[k] and k not in ATTACHABLE_ON_REPUBLISH
+        ]
         if diffs:
             raise ArtifactConflict(str(new.digest), new.service, diffs)
+
+    # -- attest -----------------------------------------------------------------------------------
+
+    def attest(
+        self,
+        service: str,
+        digest: Digest,
+        evidence: Sequence[tuple[EvidenceKind, Path]],
+        *,
+        provenance: Provenance,
+    ) -> AttestResult:
+        """Attach evidence to a published artifact: its blobs, then one ``attested`` ledger event.
+
+        The artifact record is not touched (records are immutable); see
+        :mod:`promotion.evidence_set` for how attested reports join the publish evidence. Reports
+        already effective (same kind and bytes) are skipped; when none is new nothing is recorded,
+        so the same attest twice records one event.
+        """
+        self.pipeline.service(service)
+        record = self.record(service, digest)
+        uploaded = 0
+        refs: list[EvidenceRef] = []
+        for kind, ev_path in evidence:
+            ev_blob, ev_uploaded = self.put_blob(ev_path)
+            uploaded += ev_uploaded
+            refs.append(
+                EvidenceRef(kind=kind, digest=ev_blob.digest, filename=ev_path.name, size=ev_blob.size)
+            )
+        result = self._attach(record, refs, provenance, via="attest")
+        return AttestResult(record, result.attached, result.already, result.event, uploaded)
+
+    def _attach(
+        self, record: ArtifactRecord, refs: Sequence[EvidenceRef], provenance: Provenance, *, via: str
+    ) -> AttestResult:
+        """Record the reports of ``refs`` not yet effective for ``record`` as an ``attested`` event."""
+        from promotion.evidence_set import evidence_for, not_yet_attached
+
+        service, digest = record.service, record.digest
+        state = self.ledger.tip(service).state
+        new, already = not_yet_attached(evidence_for(self.ledger, record, state), refs)
+        if not new:
+            return AttestResult(record, (), tuple(already), None, 0)
+        listed = [r.model_dump(mode="json") for r in new]
+        # The same reports on top of the same attested state: a retried attest (its response
+        # lost) finds its own record instead of writing a second one.
+        basis = max(state.attested.get(str(digest), {}).values(), default=0)
+        idem_src = json.dumps([basis, listed], sort_keys=True, separators=(",", ":")).encode()
+        event = self.ledger.append(
+            service,
+            "attested",
+            digest,
+            actor=provenance.published_by,
+            version=record.version,
+            details={
+                "evidence": listed,
+                "via": via,
+                "commit": provenance.commit,
+                "build_url": _without_userinfo(provenance.build_url),
+                "builder": provenance.builder,
+            },
+            idempotency_id=f"attested:{digest.hex}:{hashlib.sha256(idem_src).hexdigest()[:32]}",
+        )
+        return AttestResult(record, tuple(new), tuple(already), event, 0)
 
     def record(self, service: str, digest: Digest) -> ArtifactRecord:
         """The artifact record; :class:`ArtifactNotFound` if the digest was never published."""
@@ -573,3 +669,13 @@ class ArtifactStore:
                 str(digest), f"composite checksum {stored} (recorded {expected_checksum})", where
             )
         return CheckResult(digest, True, "checksum", f"S3 composite checksum {stored} as recorded")
+
+
+def _without_userinfo(url: str | None) -> str | None:
+    """A build URL without ``user:password@``: credentials never reach the ledger."""
+    if url is None or "@" not in url:
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -109,7 +109,9 @@ def _decide_one(
             f"{env.name} runs {current.digest.short}, published after this one: the sweep never moves an "
             "environment back (roll back by hand)"
         )
-    gates = evaluate_stage(store, env, artifact, source if prev_name else None, now, previous_env=prev_name)
+    gates = evaluate_stage(
+        store, env, artifact, source if prev_name else None, now, previous_env=prev_name, ledger_state=state
+    )
     results, failing, hard = gates.results, gates.failing, gates.hard
     if hard:
         return skip("gate failed: " + " | ".join(f"{r.gate}: {'; '.join(r.reasons)}" for r in hard), results)
