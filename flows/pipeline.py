@@ -613,28 +613,50 @@ def _restore(
     done = deploy(
         store, env.name, artifact.service, before.digest, before.version, actor, f"{_run_id()}:restore"
     )
-    store.ledger.append(
-        artifact.service,
-        "rolled_back",
-        before.digest,
-        actor=actor,
-        environment=env.name,
-        version=before.version,
-        reason=reason,
-        details={"from": str(artifact.digest), "deploy": done, "flow_run_id": _run_id()},
-        idempotency_id=f"{_run_id()}:rolled_back",
-    )
-    report.event(
-        "rolled_back",
-        service=artifact.service,
-        environment=env.name,
-        digest=before.digest,
-        payload={"from": str(artifact.digest), "reason": reason},
+    record_rolled_back(
+        store, artifact.service, env.name, before.digest, before.version, artifact.digest, actor, reason, done
     )
     logger.warning(
         "%s rolled back from %s to %s: %s", env.name, artifact.digest.short, before.digest.short, reason
     )
     return before.digest
+
+
+def record_rolled_back(
+    store: ArtifactStore,
+    service: str,
+    environment: str,
+    restored: Digest,
+    restored_version: str | None,
+    replaced: Digest,
+    actor: str,
+    reason: str,
+    deployed: dict[str, Any],
+) -> None:
+    """The ``rolled_back`` record and event of a restore (automatic here, manual in flows/rollback).
+
+    ``details["from"]`` is what promotion.reach reads to tell that ``replaced`` left the
+    environment; one writer keeps both kinds of rollback readable the same way.
+    """
+    run_id = _run_id()
+    store.ledger.append(
+        service,
+        "rolled_back",
+        restored,
+        actor=actor,
+        environment=environment,
+        version=restored_version,
+        reason=reason,
+        details={"from": str(replaced), "deploy": deployed, "flow_run_id": run_id},
+        idempotency_id=f"{run_id}:rolled_back",
+    )
+    report.event(
+        "rolled_back",
+        service=service,
+        environment=environment,
+        digest=restored,
+        payload={"from": str(replaced), "reason": reason},
+    )
 
 
 # --- the pipeline ------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows import _report as report
-from flows.pipeline import _load, stage_lock
+from flows.pipeline import _load, record_rolled_back, stage_lock
 from promotion.ci_context import current_actor
 from promotion.digest import Digest
 from promotion.errors import VerificationFailed
@@ -52,23 +52,8 @@ def rollback(
         done = deploy(store, env.name, service, target.digest, target.version, actor, f"{run_id}:rollback")
         lock.still_held()  # a holder whose lease ran out during the deploy must not write the record
         why = reason or f"manual rollback by {actor}"
-        store.ledger.append(
-            service,
-            "rolled_back",
-            target.digest,
-            actor=actor,
-            environment=env.name,
-            version=target.version,
-            reason=why,
-            details={"from": str(current.digest), "deploy": done, "flow_run_id": run_id},
-            idempotency_id=f"{run_id}:rolled_back",
-        )
-        report.event(
-            "rolled_back",
-            service=service,
-            environment=env.name,
-            digest=target.digest,
-            payload={"from": str(current.digest), "reason": why},
+        record_rolled_back(
+            store, service, env.name, target.digest, target.version, current.digest, actor, why, done
         )
         verification = verify_live(store, env.name)
     text = (

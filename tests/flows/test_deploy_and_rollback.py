@@ -121,6 +121,8 @@ def test_failed_verification_rolls_back_automatically(world: World, tmp_path: Pa
     tail = world.store.ledger.records("api")[-2:]
     assert [(r.event, r.digest) for r in tail] == [("promoted", bad), ("rolled_back", good)]
     assert tail[1].reason.startswith("verification failed: http:")
+    # The same details as a manual rollback's: promotion.reach reads "from" to see bad leave dev.
+    assert tail[1].details["from"] == bad and tail[1].details["flow_run_id"] == tail[0].details["flow_run_id"]
     assert world.store.ledger.verify("api").ok
 
 
