@@ -87,6 +87,14 @@ def fold(index: HistoryIndex, rec: LedgerRecord) -> None:
     elif rec.event == "rejected" and env:
         why = f"rejected for {env} on {rec.at:%Y-%m-%d} by {rec.actor}: {rec.reason or 'no reason'}"
         index.refused.setdefault(env, {})[d] = why
+    elif rec.event == "attested" and d in index.published:
+        ref = index.published[d]
+        listed = rec.details.get("evidence")
+        try:
+            more = [Digest(e["digest"]) for e in listed] if isinstance(listed, list) else []
+        except (InvalidDigest, KeyError, TypeError):
+            more = []  # an unreadable attestation: ledger verify names it
+        index.published[d] = ref.model_copy(update={"attested": [*ref.attested, *more]})
     elif rec.event == "approval" and d not in index.approvals:
         index.approvals.append(d)
     index.seq = rec.seq

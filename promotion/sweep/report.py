@@ -14,7 +14,7 @@ from promotion.gates import GateResult
 ACTOR = "nightly-sweep"
 
 DecisionAction = Literal["promote", "open_approval", "skip"]
-CheckOutcome = Literal["ok", "corrupted", "missing", "expired", "error"]
+CheckOutcome = Literal["ok", "corrupted", "missing", "expired", "gate_failed", "error"]
 DriftAction = Literal["report", "correct", "corrected", "correction_failed"]
 BlobAction = Literal["would_delete", "deleted", "delete_failed"]
 
@@ -70,6 +70,8 @@ class PublishedRef(SweepModel):
     at: dt.datetime
     #: None: the ledger event did not list them; the artifact record is read once to fill them in.
     evidence: list[Digest] | None = None
+    #: Evidence blobs attached since (``attested`` events): referenced as long as the artifact is.
+    attested: list[Digest] = Field(default_factory=list)
 
 
 class ServiceRefs(SweepModel):

@@ -49,7 +49,7 @@ def service_refs(
                 complete, note = False, f"artifact record of {digest} unreadable: {exc}"
                 continue
             evidence = [e.digest for e in rec.evidence] if rec else []
-        for e in evidence:
+        for e in [*evidence, *(ref.attested if ref is not None else [])]:
             keep(str(e), f"evidence of {Digest(digest).short}")
     return ServiceRefs(
         seq=index.seq, referenced=referenced, published=index.published, complete=complete, note=note
@@ -121,6 +121,7 @@ def plan_retention(
             referenced.setdefault(d, because)
         for d, p in r.published.items():
             published_at[d] = max(published_at.get(d, p.at), p.at)
+            evidence.setdefault(d, set()).update(map(str, p.attested))
             if p.evidence is None:
                 unknown_evidence.add(d)
             else:

@@ -13,6 +13,7 @@ from promotion.sweep.decisions import decide_promotions
 from promotion.sweep.drift import find_drift
 from promotion.sweep.index import load_index, save_index, update_index
 from promotion.sweep.records import ArtifactRecords
+from promotion.sweep.reevaluate import reevaluate_attested
 from promotion.sweep.report import ServiceRefs, ServiceReport
 from promotion.sweep.retention import fill_evidence, service_refs
 from promotion.sweep.verify import flag_findings, verify_digests
@@ -49,6 +50,7 @@ def sweep_service(
         return report
     try:
         checks = verify_digests(store, pipeline, state, records, now)
+        checks += reevaluate_attested(store, pipeline, state, records, now, checks)
         report.checks = flag_findings(store, service, state, checks, dry_run=dry_run)
     except PromotionError as exc:
         report.errors.append(f"re-verify: {type(exc).__name__}: {exc}")

@@ -12,6 +12,7 @@ from promotion.config import Environment, Pipeline, format_duration
 from promotion.digest import Digest
 from promotion.errors import ArtifactNotFound, DigestMismatch, PromotionError
 from promotion.evaluate import evidence_expiry
+from promotion.evidence_set import AttachedEvidence, evidence_for
 from promotion.models import ArtifactRecord, LedgerState
 from promotion.store import ArtifactStore
 from promotion.sweep.records import ArtifactRecords
@@ -31,14 +32,16 @@ def _roles(pipeline: Pipeline, state: LedgerState) -> dict[str, list[str]]:
     return roles
 
 
-def _expired(env: Environment, artifact: ArtifactRecord, now: dt.datetime) -> tuple[str, str] | None:
+def _expired(
+    env: Environment, artifact: ArtifactRecord, evidence: list[AttachedEvidence], now: dt.datetime
+) -> tuple[str, str] | None:
     """(gate, reason) of the first evidence gate of ``env`` whose ``max_age`` has passed."""
     for gate in env.gates:
-        expired = evidence_expiry(gate, artifact, now)
+        expired = evidence_expiry(gate, artifact, now, evidence)
         if expired is not None:
             name = gate.name or gate.kind
             return name, (
-                f"evidence expired: {expired.evidence} published {format_duration(expired.age)} ago, "
+                f"evidence expired: {expired.evidence} {expired.how} {format_duration(expired.age)} ago, "
                 f"max_age {format_duration(expired.max_age)} on the {name} gate of {env.name}"
             )
     return None
@@ -81,6 +84,8 @@ def verify_digests(
         if any(g.max_age is not None for n in running_in for g in pipeline.environment(n).gates):
             try:
                 artifact = records.get(d)
+                # Attested reports count from when they were attached (a fresh re-scan is fresh).
+                evidence = evidence_for(store.ledger, artifact, state) if artifact is not None else []
             except PromotionError as exc:
                 checks.append(
                     Check(digest=d, roles=roles, outcome="error", detail=f"{type(exc).__name__}: {exc}")
@@ -88,7 +93,7 @@ def verify_digests(
                 continue
             if artifact is not None:
                 for n in running_in:
-                    expired = _expired(pipeline.environment(n), artifact, now)
+                    expired = _expired(pipeline.environment(n), artifact, evidence, now)
                     if expired:
                         break
         if expired is not None:

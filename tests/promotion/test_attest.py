@@ -1,5 +1,5 @@
-"""Evidence that arrives later: ``promote attest``, re-publish attaches, newest evidence wins.
-Against the real SeaweedFS server; the CLI as a subprocess."""
+"""Evidence that arrives later: ``promote attest``, re-publish attaches, newest evidence wins, the
+sweep re-evaluates. Against the real SeaweedFS server; the CLI as a subprocess."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ from promotion.evaluate import evaluate_stage
 from promotion.local_s3 import LocalS3
 from promotion.models import EvidenceRef, Provenance
 from promotion.plan import plan
+from promotion.s3 import S3, make_client
 from promotion.store import ArtifactStore, parse_evidence
+from promotion.sweep import sweep_service
+from tests.faultproxy import FaultProxy, Rule
 
 PIPELINE = """
 store: {{endpoint_url: "{endpoint}", bucket: {bucket}, prefix: "{prefix}"}}
@@ -306,3 +309,76 @@ def test_cli_attest_refusals_and_success(cfg: Path, tmp_path: Path) -> None:
     assert latest["attested"] == [
         {"kind": "sarif", "filename": "scan.sarif", "by": "nightly", "at": records[-1].at.isoformat()}
     ]
+
+
+# --- the sweep -------------------------------------------------------------------------------------
+
+
+def _deployed_in_staging(store: ArtifactStore, tmp_path: Path) -> Digest:
+    d = publish(store, tmp_path, f"junit={junit(tmp_path / 'unit.xml', 'unit', 0)}",
+                f"sarif={sarif(tmp_path / 'scan.sarif', 0)}")  # fmt: skip
+    store.ledger.append("api", "promoted", d, actor="ci", environment="dev", version="1.0")
+    store.ledger.append("api", "promoted", d, actor="ci", environment="staging", version="1.0")
+    return d
+
+
+def test_the_sweep_flags_a_deployed_digest_whose_attested_scan_now_fails(
+    gstore: ArtifactStore, tmp_path: Path
+) -> None:
+    d = _deployed_in_staging(gstore, tmp_path)
+    quiet = sweep_service(gstore, "api")
+    assert (
+        not [c for c in quiet.checks if c.outcome != "ok"]
+        and str(d) not in gstore.ledger.state("api").flagged
+    )
+    (tmp_path / "night").mkdir()
+    attest(gstore, d, f"sarif={sarif(tmp_path / 'night' / 'scan.sarif', errors=2)}")
+    report = sweep_service(gstore, "api")
+    [bad] = [c for c in report.checks if c.outcome == "gate_failed"]
+    assert bad.flagged and bad.roles == ["runs in staging"]
+    assert bad.detail.startswith(
+        "evidence attested since it was promoted to staging fails: "
+        "scan: 2 error findings exceed the maximum of 0"
+    )
+    st = gstore.ledger.state("api")
+    assert st.flagged[str(d)] == bad.detail
+    assert [r.event for r in gstore.ledger.records("api")].count("flagged") == 1
+    # The next night does not flag it again.
+    sweep_service(gstore, "api")
+    assert [r.event for r in gstore.ledger.records("api")].count("flagged") == 1
+    # The attested report is referenced: retention keeps it.
+    assert str(Digest.of_bytes((tmp_path / "night" / "scan.sarif").read_bytes())) in report.refs.referenced
+
+
+def test_the_sweep_does_not_flag_on_a_503(s3_server: LocalS3, prefix: str, tmp_path: Path) -> None:
+    direct = ArtifactStore(parse_pipeline(text(s3_server.endpoint_url, s3_server.bucket, prefix)))
+    d = _deployed_in_staging(direct, tmp_path)
+    (tmp_path / "night").mkdir()
+    bad_scan = sarif(tmp_path / "night" / "scan.sarif", errors=2)
+    [ref] = attest(direct, d, f"sarif={bad_scan}")
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        via = parse_pipeline(text(proxy.url, s3_server.bucket, prefix))
+        s3 = S3(via.store, make_client(via.store, max_attempts=2))
+        proxy.rules.append(Rule("GET", f"/blobs/sha256/{ref.digest.hex}", "status", status=503, times=-1))
+        report = sweep_service(ArtifactStore(via, s3), "api")
+    [err] = [c for c in report.checks if c.roles == ["runs in staging"] and c.outcome == "error"]
+    assert "StoreUnavailable" in err.detail and err.flag_reason is None and not err.flagged
+    assert str(d) not in direct.ledger.state("api").flagged
+
+
+def test_the_sweeps_expiry_counts_from_the_attestation(gstore: ArtifactStore, tmp_path: Path) -> None:
+    d = publish(gstore, tmp_path, f"junit={junit(tmp_path / 'report.xml', 'unit', 0)}")
+    gstore.ledger.append("api", "promoted", d, actor="ci", environment="prod", version="1.0")
+    created = gstore.record("api", d).created_at
+    (tmp_path / "later").mkdir()
+    blob, _ = gstore.put_blob(junit(tmp_path / "later" / "report.xml", "unit", 0, tests=5))
+    ref = EvidenceRef(kind="junit", digest=blob.digest, filename="report.xml", size=blob.size)
+    gstore.ledger.append(
+        "api", "attested", d, actor="rescan", at=created + dt.timedelta(days=20),
+        details={"evidence": [ref.model_dump(mode="json")]},
+    )  # fmt: skip
+    fresh = sweep_service(gstore, "api", now=created + dt.timedelta(days=31), dry_run=True)
+    assert [c.outcome for c in fresh.checks if str(c.digest) == str(d)][0] == "ok"
+    late = sweep_service(gstore, "api", now=created + dt.timedelta(days=51), dry_run=True)
+    [expired] = [c for c in late.checks if c.outcome == "expired"]
+    assert expired.detail.startswith("evidence expired: junit attested 31d")
