@@ -28,7 +28,8 @@ from promotion.errors import PromotionError, UsageError
 
 if TYPE_CHECKING:
     from promotion.config import Pipeline
-    from promotion.store import ArtifactStore
+    from promotion.evidence_resume import Resumption
+    from promotion.store import ArtifactStore, AttestResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -309,7 +310,9 @@ def attest(
         builder=builder or ci_context.ci_builder(),
         published_by=ci_context.current_actor(actor),
     )
-    result = ArtifactStore(pipeline).attest(service, parsed, ev, provenance=provenance)
+    store = ArtifactStore(pipeline)
+    result = store.attest(service, parsed, ev, provenance=provenance)
+    resumes, replan_error = _resumed_by(store, result)
     if as_json:
         _emit_json(
             {
@@ -317,6 +320,8 @@ def attest(
                 "attached": [r.model_dump(mode="json") for r in result.attached],
                 "already_attached": [r.model_dump(mode="json") for r in result.already],
                 "seq": result.event.seq if result.event else None,
+                "resumes": [r.as_dict() for r in resumes],
+                "resumes_error": replan_error,
             }
         )
         return
@@ -326,6 +331,24 @@ def attest(
         out.print(f"already attached: {ref.kind} {ref.filename} ({ref.digest.short})")
     if result.event is not None:
         out.print(f"recorded: ledger record {result.event.seq} of {service}, by {result.event.actor}")
+    for resumed in resumes:
+        out.print(resumed.line(), soft_wrap=True)  # one line: it ends with a command to copy
+    if replan_error:
+        err.print(f"attested, but which waiting stage it resumes is unknown: {replan_error}")
+
+
+def _resumed_by(store: ArtifactStore, result: AttestResult) -> tuple[list[Resumption], str | None]:
+    """The stages waiting for what ``result`` attached (``wait_for``), re-planned; or why not known.
+
+    The attest itself is done and recorded: a failure to re-plan (S3 down meanwhile) is reported
+    beside it, not as the command's failure (a CI retry would only find it attached already).
+    """
+    from promotion.evidence_resume import resumed_by
+
+    try:
+        return resumed_by(store, result), None
+    except PromotionError as exc:
+        return [], f"{type(exc).__name__}: {exc}"
 
 
 def _usage(message: str) -> PromotionError:

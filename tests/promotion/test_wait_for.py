@@ -8,6 +8,9 @@ the one flow test that needs the wall clock past a 1-second deadline: it polls f
 from __future__ import annotations
 
 import datetime as dt
+import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -48,6 +51,7 @@ JUNIT_FAILED = (
     '<testsuite name="integration" tests="1" failures="1" errors="0" skipped="0">'
     '<testcase classname="t" name="a"><failure message="boom">no</failure></testcase></testsuite>'
 )
+SARIF = '{"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "bandit"}}, "results": []}]}'
 #: A real coverage.py report: the stage's other gate, which passes.
 COVERAGE = Path(__file__).resolve().parents[2] / "examples" / "evidence" / "coverage.xml"
 
@@ -273,3 +277,107 @@ def test_the_stage_waits_without_a_verdict_then_is_rejected_after_the_deadline(
     assert reason in state.message
     assert events(store)[-1] == ("rejected", "staging")
     assert reason in (store.ledger.records("api")[-1].reason or "")
+
+
+# --- what an attest resumes ---------------------------------------------------------------------
+
+LATER = Provenance(commit="c0ffee", build_url="https://ci/2", published_by="nightly-integration")
+
+
+def test_an_attest_says_which_waiting_stage_it_resumes_and_how(store: ArtifactStore, tmp_path: Path) -> None:
+    from promotion.evidence_resume import resumed_by
+
+    d = publish(store, tmp_path, junit=None)
+    store.ledger.append("api", "promoted", d, actor="ci", environment="dev", version="1.0")
+    (tmp_path / "integration.xml").write_text(JUNIT_OK)
+    attested = store.attest(
+        "api", d, parse_evidence([f"junit={tmp_path / 'integration.xml'}"]), provenance=LATER
+    )
+
+    [resumed] = resumed_by(store, attested)
+    assert (resumed.environment, resumed.evidence, resumed.action) == ("staging", ("junit",), "promote")
+    assert resumed.line() == (
+        "staging was waiting for junit evidence: its gates pass now; the nightly sweep promotes it at "
+        f"its next run, or now: promote run api {d}"
+    )
+    # the sweep proposes it the same night
+    [decision] = [
+        x for x in sweep_service(store, "api", dry_run=True).decisions if x.environment == "staging"
+    ]
+    assert (decision.action, decision.digest) == ("promote", d)
+
+    # a second report of the same kind resumes nothing: the stage no longer waited for it
+    (tmp_path / "more.xml").write_text(JUNIT_FAILED)
+    again = store.attest("api", d, parse_evidence([f"junit={tmp_path / 'more.xml'}"]), provenance=LATER)
+    assert resumed_by(store, again) == []
+
+
+def test_an_attest_of_a_failing_report_says_the_stage_now_fails(store: ArtifactStore, tmp_path: Path) -> None:
+    from promotion.evidence_resume import resumed_by
+
+    d = publish(store, tmp_path, junit=None)
+    store.ledger.append("api", "promoted", d, actor="ci", environment="dev", version="1.0")
+    (tmp_path / "integration.xml").write_text(JUNIT_FAILED)
+    attested = store.attest(
+        "api", d, parse_evidence([f"junit={tmp_path / 'integration.xml'}"]), provenance=LATER
+    )
+    [resumed] = resumed_by(store, attested)
+    assert resumed.action == "blocked"
+    assert resumed.next_step.startswith("its gates fail now: integration: pass rate 0.00% (0/1)")
+
+
+def test_a_waiting_stage_is_promoted_once_the_report_is_attested(
+    prefect_api: str, s3_server: LocalS3, prefix: str, tmp_path: Path
+) -> None:
+    from flows.pipeline import promote_pipeline
+
+    config = write_config(tmp_path, s3_server, prefix, wait_for="4h")
+    store = ArtifactStore(load_pipeline(config, apply_env=False))
+    d = publish(store, tmp_path, junit=None)
+    first = promote_pipeline(service="api", digest=str(d), config=str(config), return_state=True)
+    assert first.is_completed() and (first.message or "").startswith("waiting at staging for evidence")
+
+    (tmp_path / "integration.xml").write_text(JUNIT_OK)
+    store.attest("api", d, parse_evidence([f"junit={tmp_path / 'integration.xml'}"]), provenance=LATER)
+    # what the sweep starts (a pipeline run aimed at staging), run here in-process
+    [decision] = [
+        x for x in sweep_service(store, "api", dry_run=True).decisions if x.environment == "staging"
+    ]
+    assert decision.action == "promote"
+    state = promote_pipeline(
+        service="api", digest=str(d), to="staging", config=str(config), return_state=True
+    )
+    assert state.is_completed(), state.message
+    assert state.message == f"promoted {d.short} to staging"
+    assert events(store) == [
+        ("published", None),
+        ("promoted", "dev"),
+        ("attested", None),
+        ("promoted", "staging"),
+    ]
+    staging = store.ledger.records("api")[-1]
+    tests = next(g for g in staging.gates if g["gate"] == "integration")
+    assert tests["passed"] and tests["evidence"][0]["filename"] == "integration.xml"
+
+
+def test_promote_attest_prints_what_it_resumes(config: Path, store: ArtifactStore, tmp_path: Path) -> None:
+    d = publish(store, tmp_path, junit=None)
+    store.ledger.append("api", "promoted", d, actor="ci", environment="dev", version="1.0")
+    (tmp_path / "integration.xml").write_text(JUNIT_OK)
+
+    def promote(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "promotion.cli", "-c", str(config), *args],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    r = promote("attest", "api", str(d), "-e", f"junit={tmp_path / 'integration.xml'}", "--as", "nightly")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == (
+        "staging was waiting for junit evidence: its gates pass now; the nightly sweep promotes it at "
+        f"its next run, or now: promote run api {d}"
+    )
+    (tmp_path / "scan.sarif").write_text(SARIF)
+    r = promote("attest", "api", str(d), "-e", f"sarif={tmp_path / 'scan.sarif'}", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["resumes"] == []  # nothing waited for a scan
