@@ -381,3 +381,26 @@ def test_promote_attest_prints_what_it_resumes(config: Path, store: ArtifactStor
     r = promote("attest", "api", str(d), "-e", f"sarif={tmp_path / 'scan.sarif'}", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["resumes"] == []  # nothing waited for a scan
+
+
+def test_promote_plan_prints_until_when_the_stage_waits(
+    config: Path, store: ArtifactStore, tmp_path: Path
+) -> None:
+    d = publish(store, tmp_path, junit=None)
+    store.ledger.append("api", "promoted", d, actor="ci", environment="dev", version="1.0")
+    deadline = store.record("api", d).created_at + dt.timedelta(hours=4)
+    r = subprocess.run(
+        [sys.executable, "-m", "promotion.cli", "-c", str(config), "plan", "api", str(d)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert (
+        f"staging: wait — waits until {deadline:%Y-%m-%d %H:%M:%S}Z for evidence "
+        "(resumed when it is attached)" in lines
+    )
+    assert (
+        f"  WAIT  integration: waiting for junit evidence until {utc_text(deadline)}: none attached yet"
+        in lines
+    )
+    assert "prod: not reached" in lines
