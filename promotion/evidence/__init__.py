@@ -20,7 +20,8 @@ Counts are taken from the individual records (``<testcase>``, SARIF results...) 
 format has them, because summary attributes written by tools are often missing or wrong.
 
 One module per format (:mod:`.junit`, :mod:`.coverage`, :mod:`.sarif`, :mod:`.perf` for k6 and
-Locust, :mod:`.jmeter` for JMeter ``.jtl`` CSV, which :mod:`.perf` recognises by its header), the summaries they return in :mod:`.summaries` and the shared safe-parsing helpers in
+Locust, :mod:`.jmeter` for JMeter ``.jtl`` CSV, which :mod:`.perf` recognises by its header), the
+summaries they return in :mod:`.summaries` and the shared safe-parsing helpers in
 :mod:`._safe`. This package re-exports the public names, which is where importers take them from.
 """
 
