@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import threading
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
@@ -399,13 +399,7 @@ def _await_approval(
         record=record,
     )
     if tally.outcome == "rejected":
-        assert tally.rejected_by is not None
-        by = tally.rejected_by
-        reason = by.reason or "no reason given"
-        _reject(
-            store, artifact, env, requested_by, results, decisions, f"rejected by {by.approver}: {reason}"
-        )
-        raise ApprovalRejected(env.name, by.approver, reason)
+        _reject_by_approver(store, artifact, env, requested_by, results, decisions, tally)
     return tally
 
 
@@ -436,13 +430,7 @@ def _approval_so_far(
     if tally.outcome == "approved":
         return None
     if tally.outcome == "rejected":
-        assert tally.rejected_by is not None
-        by = tally.rejected_by
-        reason = by.reason or "no reason given"
-        _reject(
-            store, artifact, env, requested_by, results, decisions, f"rejected by {by.approver}: {reason}"
-        )
-        raise ApprovalRejected(env.name, by.approver, reason)
+        _reject_by_approver(store, artifact, env, requested_by, results, decisions, tally)
     if is_expired(request, policy):
         reason = timeout_reason(policy)
         written = record_timeout(
@@ -557,6 +545,23 @@ def _open_request(
     opened = find_request(store.ledger, artifact.service, env.name, artifact.digest)
     assert opened is not None  # just appended; a concurrent run's request may be the one opened
     return opened
+
+
+def _reject_by_approver(
+    store: ArtifactStore,
+    artifact: ArtifactRecord,
+    env: Environment,
+    requested_by: str | None,
+    results: list[GateResult],
+    decisions: list[tuple[Decision, bool, str]],
+    tally: Tally,
+) -> NoReturn:
+    """Record the stage's rejection by the approver who rejected it (waiting or suspended) and stop."""
+    assert tally.rejected_by is not None
+    by = tally.rejected_by
+    reason = by.reason or "no reason given"
+    _reject(store, artifact, env, requested_by, results, decisions, f"rejected by {by.approver}: {reason}")
+    raise ApprovalRejected(env.name, by.approver, reason)
 
 
 def _reject(
