@@ -610,7 +610,6 @@ def plan(
 ) -> None:
     """Say what a promotion would do, stage by stage, and when; change nothing."""
     from promotion.digest import Digest
-    from promotion.evaluate import EVIDENCE_NOT_YET
     from promotion.plan import plan as make_plan
 
     store = _store()
@@ -631,7 +630,7 @@ def plan(
             out.print(f"  approval: {s.approval}")
         for r in s.gates:
             mark = "pass" if r.passed else ("ERROR" if r.errored else "FAIL")
-            if r.measured.get("evidence") == EVIDENCE_NOT_YET:
+            if r.waiting_until is not None:
                 mark = "WAIT"
             out.print(f"  {mark:5} {r.gate}: {'; '.join(r.reasons)}")
         for reason in s.reasons if not s.gates else []:

@@ -151,8 +151,8 @@ def evidence_expiry(
     return EvidenceExpiry(evidence, age, gate.max_age, how) if age > gate.max_age else None
 
 
-#: ``measured["evidence"]`` of a gate whose report has not arrived and whose ``wait_for`` runs:
-#: the one mark :class:`StageGates` reads to tell "wait" from "no".
+#: ``measured["evidence"]`` of a gate whose report has not arrived and whose ``wait_for`` runs
+#: (shown to people; :attr:`GateResult.waiting_until` is what tells "wait" from "no").
 EVIDENCE_NOT_YET = "none attached yet"
 
 
@@ -194,6 +194,7 @@ def _missing_evidence(gate: Gate, wait: EvidenceWait, now: dt.datetime) -> GateR
         measured={"evidence": EVIDENCE_NOT_YET if within else "none attached"},
         thresholds={"wait_for": format_duration(wait.wait_for), "deadline": wait.deadline.isoformat()},
         reasons=[reason],
+        waiting_until=wait.deadline if within else None,
     )
 
 
@@ -288,18 +289,15 @@ class StageGates:
     @property
     def waiting_for_evidence(self) -> list[GateResult]:
         """Failures that only mean "the report has not arrived yet" (an evidence gate's ``wait_for``)."""
-        return [r for r in self.failing if r.measured.get("evidence") == EVIDENCE_NOT_YET]
+        return [r for r in self.failing if r.waiting_until is not None]
 
     @property
     def evidence_deadline(self) -> dt.datetime | None:
         """Until when the stage waits for evidence: the latest ``wait_for`` deadline still running."""
-        deadlines = [
-            dt.datetime.fromisoformat(str(r.thresholds["deadline"])) for r in self.waiting_for_evidence
-        ]
-        return max(deadlines, default=None)
+        return max((r.waiting_until for r in self.waiting_for_evidence if r.waiting_until), default=None)
 
     def _waitable(self, result: GateResult) -> bool:
-        if result.measured.get("evidence") == EVIDENCE_NOT_YET:
+        if result.waiting_until is not None:
             return True  # arriving evidence ends it; the nightly sweep or an attest re-plans it
         kind = gate_kind(result.kind)
         if not kind.time_based:

@@ -64,6 +64,9 @@ class GateResult(BaseModel):
     #: The reports an evidence gate read: kind, filename, digest, when, by whom and how each was
     #: attached (published or attested), from promotion.evidence_set.
     evidence: list[dict[str, str]] = Field(default_factory=list)
+    #: Set on an evidence gate whose report has not arrived while its ``wait_for`` runs: the
+    #: failure only means "not yet", until then (the stage waits instead of being rejected).
+    waiting_until: dt.datetime | None = None
 
 
 # --- shared helpers ---------------------------------------------------------------------------
