@@ -112,7 +112,6 @@ class AttestResult:
 @dataclass(frozen=True)
 class CheckResult:
     digest: Digest
-    ok: bool
     method: str
     detail: str
 
@@ -641,7 +640,7 @@ class ArtifactStore:
         actual = Digest.of_chunks(chunks)
         if actual != digest:
             raise DigestMismatch(str(digest), str(actual), f"s3://{self.s3.bucket}/{key}")
-        return CheckResult(digest, True, "full", "every byte re-hashed")
+        return CheckResult(digest, "full", "every byte re-hashed")
 
     def verify_cheap(self, digest: Digest, expected_checksum: str | None = None) -> CheckResult:
         """Compare the checksum S3 computed at upload with the digest, without downloading.
@@ -661,14 +660,14 @@ class ArtifactStore:
             actual = Digest("sha256:" + base64.b64decode(stored).hex())
             if actual != digest:
                 raise DigestMismatch(str(digest), str(actual), where)
-            return CheckResult(digest, True, "checksum", "S3 SHA-256 checksum equals the digest")
+            return CheckResult(digest, "checksum", "S3 SHA-256 checksum equals the digest")
         if head.metadata.get("sha256") != digest.hex:
             raise DigestMismatch(str(digest), f"sha256:{head.metadata.get('sha256')}", where + " metadata")
         if expected_checksum and stored != expected_checksum:
             raise DigestMismatch(
                 str(digest), f"composite checksum {stored} (recorded {expected_checksum})", where
             )
-        return CheckResult(digest, True, "checksum", f"S3 composite checksum {stored} as recorded")
+        return CheckResult(digest, "checksum", f"S3 composite checksum {stored} as recorded")
 
 
 def _without_userinfo(url: str | None) -> str | None:

@@ -249,7 +249,7 @@ def verify_target(
     dest = _target_s3(store, target)
     _check_target_bucket(dest, environment)
     method, detail, _, _ = _verify(dest, key, digest, expected_size=None, full=full)
-    return CheckResult(digest, True, method, detail)
+    return CheckResult(digest, method, detail)
 
 
 def _verify(

@@ -86,7 +86,7 @@ def test_each_fault_on_an_upload_part_is_retried_and_the_blob_is_intact(
     result = ArtifactStore(proxied).publish(f, service="api", version="1", provenance=PROV)
     tries = 1 if action == "delay" else 2  # a delayed request is answered: nothing to retry
     assert rule.hits == tries and proxy.stats[action] == tries
-    assert store.verify_full(result.digest).ok
+    assert store.verify_full(result.digest).method == "full"
     if action in ("slowdown", "status"):
         assert sum(1 for m, p, st in proxy.log if m == "PUT" and "partNumber=2" in p and st == 503) == 2
 
@@ -100,8 +100,8 @@ def test_a_lost_response_to_complete_multipart_upload_is_not_a_failure(
     f = random_file(tmp_path / "big.bin", store_mod.MULTIPART_THRESHOLD + MiB)
     result = ArtifactStore(proxied).publish(f, service="api", version="1", provenance=PROV)
     assert rule.hits == 1 and not result.already_published and result.uploaded_bytes == f.stat().st_size
-    assert store.verify_full(result.digest).ok
-    assert store.verify_cheap(result.digest, result.record.s3_checksum).ok
+    assert store.verify_full(result.digest).method == "full"
+    assert store.verify_cheap(result.digest, result.record.s3_checksum).method == "checksum"
 
 
 def test_hold_then_reset_fails_the_request_in_one_line(
@@ -316,7 +316,7 @@ def test_thirty_publishes_under_twenty_percent_random_faults_converge(
     blobs = list(store.s3.list_keys(store.s3.key("blobs", "sha256") + "/"))
     assert len(blobs) >= len(expected)
     for key in blobs:
-        assert store.verify_full(Digest("sha256:" + key.rsplit("/", 1)[1])).ok
+        assert store.verify_full(Digest("sha256:" + key.rsplit("/", 1)[1])).method == "full"
     print(f"faults injected: {dict(proxy.stats)}; failed first time: {len(failed)}")
 
 
