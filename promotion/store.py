@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -162,10 +163,27 @@ class _FilePart:
         return f"bytes {self.offset}..{self.offset + self.length - 1} differ from its first read"
 
 
-def _file_state(fd: int) -> tuple[int, int, int, int]:
+def _state_of(st: os.stat_result) -> tuple[int, int, int, int]:
     """What changes when a file is written to: size, modification and change times, inode."""
-    st = os.fstat(fd)
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+def _file_state(fd: int) -> tuple[int, int, int, int]:
+    return _state_of(os.fstat(fd))
+
+
+@dataclass(frozen=True)
+class Inspected:
+    """A file's own stack, name and version (:meth:`ArtifactStore.inspect`), and the file's
+    state (:func:`_state_of`) taken before they were read.
+
+    :meth:`ArtifactStore.publish_inspected` stores the file only if it is still in ``state`` once
+    its bytes are hashed, so the metadata recorded are those of the bytes stored.
+    """
+
+    path: Path
+    own: stacks.StackInfo
+    state: tuple[int, int, int, int]
 
 
 def parse_evidence(specs: Sequence[str], *, follow_symlinks: bool = False) -> list[tuple[EvidenceKind, Path]]:
@@ -208,22 +226,38 @@ class ArtifactStore:
 
     # -- blobs ------------------------------------------------------------------------------------
 
-    def put_blob(self, path: Path, progress: ProgressCallback | None = None) -> tuple[BlobInfo, int]:
+    def put_blob(
+        self,
+        path: Path,
+        progress: ProgressCallback | None = None,
+        *,
+        unchanged_since: tuple[int, int, int, int] | None = None,
+    ) -> tuple[BlobInfo, int]:
         """Upload a file under its digest; returns the blob and the bytes actually uploaded.
 
         Memory stays bounded whatever the size: a small file is read once into memory; a larger
         one is read twice, first to hash it (so its final key is known), then streamed part by
         part to a multipart upload under that key, each part checked against the first read.
+        ``unchanged_since`` (a :func:`_state_of` taken earlier, e.g. before the file's stack
+        was read) extends the check that the file was not written to back to that moment.
         """
         try:
             with path.open("rb") as f:
-                size = os.fstat(f.fileno()).st_size
+                fd = f.fileno()
+                before = _file_state(fd)
+                if unchanged_since is not None and before != unchanged_since:
+                    raise FileChangedDuringPublish(
+                        str(path), "it was written to after its stack and version were read"
+                    )
+                size = before[0]
                 if size <= MULTIPART_THRESHOLD:
                     data = f.read(MULTIPART_THRESHOLD + 1)
                     if len(data) != size:
                         raise FileChangedDuringPublish(str(path), f"its size changed from {size} bytes")
+                    if _file_state(fd) != before:
+                        raise FileChangedDuringPublish(str(path), "it was written to while it was read")
                     return self._put_small(data, progress)
-                return self._put_large(path, f.fileno(), size, progress)
+                return self._put_large(path, fd, before, progress)
         except OSError as exc:
             raise EvidenceError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -263,14 +297,18 @@ class ArtifactStore:
         return (found or blob), (0 if found else len(data))
 
     def _put_large(
-        self, path: Path, fd: int, size: int, progress: ProgressCallback | None
+        self, path: Path, fd: int, before: tuple[int, int, int, int], progress: ProgressCallback | None
     ) -> tuple[BlobInfo, int]:
+        size = before[0]
         part_size = self._part_size(size)
-        before = _file_state(fd)
         # Pass 1: the digest (the final key) and each part's SHA-256, in one read.
         digest, part_sums, read = Digest.of_file_parts(fd, size, part_size)
         if read != size:
             raise FileChangedDuringPublish(str(path), f"it shrank below {size} bytes while it was hashed")
+        # Checked here too, not only before completing the upload: when the blob already exists
+        # nothing else would notice that the digest is of bytes other than those first inspected.
+        if _file_state(fd) != before:
+            raise FileChangedDuringPublish(str(path), "it was written to while it was hashed")
         found = self._existing(digest, size)
         if found is not None:
             if progress:
@@ -408,15 +446,50 @@ class ArtifactStore:
         Re-publishing identical bytes with identical metadata uploads nothing and writes nothing.
         The artifact's stack, name and version are read first (``stack`` forces an adapter); a
         ``version`` that disagrees with the artifact's own is refused before anything is sent.
+        This is :meth:`inspect` then :meth:`publish_inspected`.
+        """
+        self.pipeline.service(service)  # an unknown service is refused before the file is read
+        return self.publish_inspected(
+            self.inspect(path, stack),
+            service=service,
+            version=version,
+            provenance=provenance,
+            evidence=evidence,
+            progress=progress,
+        )
+
+    def inspect(self, path: Path, stack: str | None = None) -> Inspected:
+        """The artifact's own stack, name and version (``stack`` forces an adapter), read after
+        the file's state is taken: :meth:`publish_inspected` refuses the file if it changed since.
+        """
+        try:
+            # Follows symbolic links as ``open`` does: the same file put_blob opens, if not replaced.
+            st: os.stat_result | None = os.stat(path)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise EvidenceError(f"no such file: {path}")
+        return Inspected(path, stacks.detect(path, stack), _state_of(st))
+
+    def publish_inspected(
+        self,
+        inspected: Inspected,
+        *,
+        service: str,
+        version: str | None,
+        provenance: Provenance,
+        evidence: Sequence[tuple[EvidenceKind, Path]] = (),
+        progress: ProgressCallback | None = None,
+    ) -> PublishResult:
+        """:meth:`publish` of a file already inspected; :class:`FileChangedDuringPublish` if the
+        file was written to (or replaced) since :meth:`inspect` took its state.
         """
         svc = self.pipeline.service(service)
-        if not path.is_file():
-            raise EvidenceError(f"no such file: {path}")
-        own = stacks.detect(path, stack)
+        path, own = inspected.path, inspected.own
         version = stacks.resolve_version(path, own, version)
         # The client (boto3's imports and set-up) is made while the first read hashes the file.
         self.s3.warm_up()
-        blob, uploaded = self.put_blob(path, progress)
+        blob, uploaded = self.put_blob(path, progress, unchanged_since=inspected.state)
         refs: list[EvidenceRef] = []
         for kind, ev_path in evidence:
             ev_blob, ev_uploaded = self.put_blob(ev_path)
