@@ -470,10 +470,82 @@ class StoreConfig(Strict):
         return v
 
 
+_ENV_VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class OwnerWebhook(Strict):
+    """A generic JSON webhook, signed with Standard Webhooks. The secret is never in this file:
+    the process that notifies (promote run/serve, the sweep) reads it from ``secret_env``."""
+
+    url: str = Field(description="http(s) URL that receives the signed JSON POST")
+    secret_env: str = Field(
+        description="the environment variable holding the signing secret (whsec_<base64>)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        scheme, sep, rest = v.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest:
+            raise ValueError("expected an http:// or https:// URL")
+        if "@" in rest.split("/", 1)[0]:
+            # user:password@ in the URL would be a secret in the pipeline file (and in logs).
+            raise ValueError("the URL must not carry credentials (user:password@); sign with secret_env")
+        return v
+
+    @field_validator("secret_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not _ENV_VAR_RE.match(v):
+            raise ValueError(f"{v!r} is not an environment variable name (the secret itself never goes here)")
+        return v
+
+
+class Owner(Strict):
+    """Who is told when this service's pipeline halts: exactly one target per owner."""
+
+    name: Name
+    block: str | None = Field(
+        default=None, description="a Prefect notification block, 'TYPE/NAME' (promote setup's automation)"
+    )
+    webhook: OwnerWebhook | None = Field(default=None, description="a Standard-Webhooks-signed JSON POST")
+
+    @field_validator("block")
+    @classmethod
+    def _type_and_name(cls, v: str | None) -> str | None:
+        return None if v is None else check_block_ref(v)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Owner:
+        if (self.block is None) == (self.webhook is None):
+            raise ValueError(f"owner {self.name!r}: give exactly one of block or webhook")
+        return self
+
+    @property
+    def target(self) -> str:
+        """Where this owner is told, as setup prints it: never a URL (it may carry a token)."""
+        if self.webhook is not None:
+            return f"signed webhook, secret in ${self.webhook.secret_env}"
+        return f"block {self.block}"
+
+
 class Service(Strict):
     name: Name
     description: str = ""
     media_type: str = "application/octet-stream"
+    owners: list[Owner] = Field(
+        default_factory=list,
+        description="told of a failed gate, a rejection, a rollback, a failed verification, drift "
+        "or a flagged digest of this service",
+    )
+
+    @field_validator("owners")
+    @classmethod
+    def _unique_owners(cls, v: list[Owner]) -> list[Owner]:
+        names = [o.name for o in v]
+        if len(set(names)) != len(names):
+            raise ValueError("owner names must not repeat")
+        return v
 
 
 class SweepConfig(Strict):
@@ -554,6 +626,20 @@ ApprovalEvent = Literal["requested", "decided", "timed_out"]
 _BLOCK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # what Prefect accepts as a block name
 
 
+def check_block_ref(v: str) -> str:
+    """``v`` if it names a notification block as 'TYPE/NAME' (approvals and owners), else ValueError."""
+    kind, sep, name = v.partition("/")
+    if not sep or not name:
+        raise ValueError(f"expected 'TYPE/NAME' with TYPE one of {', '.join(NOTIFICATION_BLOCK_TYPES)}")
+    if kind not in NOTIFICATION_BLOCK_TYPES:
+        raise ValueError(
+            f"unknown notification block type {kind!r}; allowed: {', '.join(NOTIFICATION_BLOCK_TYPES)}"
+        )
+    if not _BLOCK_NAME_RE.match(name):
+        raise ValueError(f"block name {name!r}: lowercase letters, digits and '-' only (Prefect's rule)")
+    return v
+
+
 def _all_approval_events() -> list[ApprovalEvent]:
     return ["requested", "decided", "timed_out"]
 
@@ -575,16 +661,7 @@ class ApprovalNotifications(Strict):
     @field_validator("block")
     @classmethod
     def _type_and_name(cls, v: str) -> str:
-        kind, sep, name = v.partition("/")
-        if not sep or not name:
-            raise ValueError(f"expected 'TYPE/NAME' with TYPE one of {', '.join(NOTIFICATION_BLOCK_TYPES)}")
-        if kind not in NOTIFICATION_BLOCK_TYPES:
-            raise ValueError(
-                f"unknown notification block type {kind!r}; allowed: {', '.join(NOTIFICATION_BLOCK_TYPES)}"
-            )
-        if not _BLOCK_NAME_RE.match(name):
-            raise ValueError(f"block name {name!r}: lowercase letters, digits and '-' only (Prefect's rule)")
-        return v
+        return check_block_ref(v)
 
     @field_validator("events")
     @classmethod

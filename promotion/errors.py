@@ -174,6 +174,17 @@ class InfrastructureError(PromotionError):
     transient: bool = True
 
 
+class NotificationFailed(InfrastructureError):
+    """An owner's webhook could not be told (unreachable, not 2xx, no secret): logged, never a verdict.
+
+    The message names the owner and what went wrong, never the secret or the signature.
+    """
+
+    def __init__(self, owner: str, reason: str) -> None:
+        self.owner = owner
+        super().__init__(f"owner {owner}: {reason}")
+
+
 class StoreError(PromotionError):
     """The S3 server refused or failed a request."""
 

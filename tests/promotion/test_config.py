@@ -152,3 +152,36 @@ def test_lookup_errors_name_what_exists() -> None:
         p.service("web")
     with pytest.raises(UnknownEnvironment, match="environments: dev"):
         p.environment("prod")
+
+
+def _owners(owners: str) -> str:
+    services = f"services: [{{name: api, owners: [{owners}]}}]\n"
+    return "store: {bucket: artifacts}\n" + services + "environments: [{name: dev}]\n"
+
+
+def test_owners_name_one_target_each_and_never_a_secret() -> None:
+    ok = parse_pipeline(
+        _owners(
+            '{name: team-api, block: "slack-webhook/api-team"}, '
+            '{name: oncall, webhook: {url: "https://hooks.example/x", secret_env: API_ONCALL_WEBHOOK_SECRET}}'
+        ),
+        "pipe.yaml",
+    )
+    assert [o.target for o in ok.service("api").owners] == [
+        "block slack-webhook/api-team",
+        "signed webhook, secret in $API_ONCALL_WEBHOOK_SECRET",
+    ]
+    (both,) = problems(
+        _owners('{name: x, block: "slack-webhook/a", webhook: {url: "https://h/", secret_env: S}}')
+    )
+    assert "give exactly one of block or webhook" in both
+    (none,) = problems(_owners("{name: x}"))
+    assert "give exactly one of block or webhook" in none
+    (creds,) = problems(_owners('{name: x, webhook: {url: "https://u:p@h/", secret_env: S}}'))
+    assert "must not carry credentials" in creds
+    (secret,) = problems(_owners('{name: x, webhook: {url: "https://h/", secret_env: "whsec_abc+/="}}'))
+    assert "is not an environment variable name" in secret
+    (block,) = problems(_owners('{name: x, block: "pager/y"}'))
+    assert "unknown notification block type 'pager'" in block
+    (dup,) = problems(_owners('{name: x, block: "slack-webhook/a"}, {name: x, block: "slack-webhook/b"}'))
+    assert "owner names must not repeat" in dup
