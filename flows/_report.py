@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
 from promotion.approval import Decision, Tally, Verdict
 from promotion.digest import Digest
-from promotion.models import ArtifactRecord, EnvState
+from promotion.models import ArtifactRecord, EnvState, utcnow
+
+if TYPE_CHECKING:
+    from promotion.config import Pipeline
+    from promotion.owners import IncidentKind
+    from promotion.s3 import S3
 
 
 def artifact_key(*parts: str) -> str:
@@ -33,8 +39,12 @@ def event(
     environment: str | None,
     digest: Digest,
     payload: dict[str, Any] | None = None,
+    event_id: UUID | None = None,
 ) -> None:
-    """Emit ``promotion.<name>`` about a service/environment, with the digest as a related resource."""
+    """Emit ``promotion.<name>`` about a service/environment, with the digest as a related resource.
+
+    ``event_id``: a deterministic id makes Prefect drop a repeat of the same event (owner incidents).
+    """
     resource = {
         "prefect.resource.id": f"promotion.{service}.{environment or 'all'}",
         "prefect.resource.name": f"{service} {environment or ''}".strip(),
@@ -53,7 +63,9 @@ def event(
                 "prefect.resource.role": "environment",
             }
         )
-    emit_event(event=f"promotion.{name}", resource=resource, related=related, payload=payload or {})
+    emit_event(
+        event=f"promotion.{name}", resource=resource, related=related, payload=payload or {}, id=event_id
+    )
 
 
 # --- what an approval notification needs (promotion.approval.* events) ------------------------------
@@ -158,3 +170,78 @@ def decision_payload(decision: Decision, verdict: Verdict, tally: Tally) -> dict
         "result": result,
         "summary": summary,
     }
+
+
+# --- owners are told (promotion/owners.py) -----------------------------------------------------------
+
+
+def tell_owners(
+    pipeline: Pipeline,
+    s3: S3,
+    kind: IncidentKind,
+    *,
+    service: str,
+    environment: str | None,
+    digest: Digest,
+    reasons: list[str],
+    version: str | None = None,
+    report_key: str | None = None,
+) -> None:
+    """Tell the service's owners of an incident, once per DEDUPE_WINDOW; never raises.
+
+    One ``promotion.incident`` event (promote setup's automations send it through each owner's
+    block), one signed POST per webhook owner. Telling is best effort: a failure is logged and
+    leaves no marker, so the next retry of the same incident tries again; the run's own outcome
+    does not depend on it.
+    """
+    from prefect import get_run_logger
+    from prefect.runtime import flow_run
+
+    from promotion import owners as told
+
+    logger = get_run_logger()
+    try:
+        owners = pipeline.service(service).owners
+        if not owners:
+            return
+        run_id = str(flow_run.id) if flow_run.id else None
+        incident = told.Incident(
+            kind=kind,
+            service=service,
+            environment=environment,
+            digest=digest,
+            version=version,
+            reasons=reasons,
+            flow_run_id=run_id,
+            run_url=flow_run_ui_url(run_id),
+            stage_report=report_key,
+            owners=[o.name for o in owners],
+        )
+        now = utcnow()
+        if told.already_told(s3, incident, now):
+            logger.info("owners of %s already told of %s (%s) within the hour", service, kind, digest.short)
+            return
+        event(
+            "incident",
+            service=service,
+            environment=environment,
+            digest=digest,
+            payload=incident.payload(),
+            event_id=told.event_id(incident, now),
+        )
+        reached = [o.name for o in owners if o.block is not None]
+        failed = False
+        for owner in owners:
+            if owner.webhook is None:
+                continue
+            try:
+                told.send_webhook(owner.name, owner.webhook, incident, told.message_id(incident, now))
+                reached.append(owner.name)
+            except Exception as exc:  # noqa: BLE001 - one owner's broken webhook must not stop the rest
+                failed = True
+                logger.warning("could not tell %s", exc)
+        if not failed:
+            told.mark_told(s3, incident, now, reached)
+        logger.info("told %s of %s: %s", ", ".join(reached) or "nobody", kind, incident.headline)
+    except Exception as exc:  # noqa: BLE001 - telling must never change the run's outcome
+        logger.warning("could not tell the owners of %s: %s: %s", service, type(exc).__name__, exc)

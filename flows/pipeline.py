@@ -184,6 +184,11 @@ def promote_to_environment(
 
     decisions: list[tuple[Decision, bool, str]] = []
     if env.approval is not None:
+        report.tell_owners(
+            pipeline, store.s3, "gate_failed", service=service, environment=env.name, digest=d,
+            reasons=reasons, version=artifact.version,
+            report_key=report.artifact_key("promotion", service, env.name),
+        )  # fmt: skip
         outdated = _outdated(env, history, current)
         if outdated is not None:
             raise outdated  # nobody is asked to approve what would not be deployed
@@ -264,6 +269,13 @@ def promote_to_environment(
         digest=d,
         payload={"version": artifact.version, "previous": str(before.digest) if before else None},
     )
+            # One incident: the automatic restore is part of it, not a second (rolled_back) one.
+            restored_note = f"rolled back to {restored}" if restored else "nothing earlier to restore"
+            report.tell_owners(
+                pipeline, store.s3, "verification_failed", service=service, environment=env.name,
+                digest=d, reasons=[*reasons, restored_note], version=artifact.version,
+                report_key=report.artifact_key("promotion", service, env.name),
+            )  # fmt: skip
     report.markdown(
         report.artifact_key("promotion", service, env.name),
         stage_report(artifact, env.name, "promoted", results, decisions, verification),
@@ -560,7 +572,13 @@ def _reject_by_approver(
     assert tally.rejected_by is not None
     by = tally.rejected_by
     reason = by.reason or "no reason given"
-    _reject(store, artifact, env, requested_by, results, decisions, f"rejected by {by.approver}: {reason}")
+    why = f"rejected by {by.approver}: {reason}"
+    _reject(store, artifact, env, requested_by, results, decisions, why)
+    report.tell_owners(
+        store.pipeline, store.s3, "rejected", service=artifact.service, environment=env.name,
+        digest=artifact.digest, reasons=[why], version=artifact.version,
+        report_key=report.artifact_key("promotion", artifact.service, env.name),
+    )  # fmt: skip
     raise ApprovalRejected(env.name, by.approver, reason)
 
 

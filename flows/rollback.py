@@ -55,6 +55,12 @@ def rollback(
         record_rolled_back(
             store, service, env.name, target.digest, target.version, current.digest, actor, why, done
         )
+        report.tell_owners(
+            pipeline, store.s3, "rolled_back", service=service, environment=env.name,
+            digest=target.digest, version=target.version,
+            reasons=[f"{why}: from {current.digest.short} back to {target.digest.short}"],
+            report_key=report.artifact_key("rollback", service, env.name),
+        )  # fmt: skip
         verification = verify_live(store, env.name)
     text = (
         f"# {service} {env.name}: rolled back\n\nFrom `{current.digest}` to `{target.digest}` "

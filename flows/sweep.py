@@ -176,12 +176,19 @@ def start_runs(requests: list[SweepPipelineRun]) -> list[SweepPipelineRun]:
     return out
 
 
-def _events(reports: list[ServiceReport]) -> None:
+def _events(reports: list[ServiceReport], pipeline: Pipeline, store: ArtifactStore) -> None:
     for s in reports:
         for f in s.drift:
             digest = f.expected or f.actual
             if digest is None:
                 continue  # a check that could not run names no digest: it is in the table
+            report.tell_owners(
+                pipeline, store.s3, "drift", service=s.service, environment=f.environment, digest=digest,
+                reasons=[
+                    f"{f.location}: expected {f.expected}, found {f.actual}", f.detail, f"action: {f.action}"
+                ],
+                report_key=ARTIFACT_KEY,
+            )  # fmt: skip
             report.event(
                 "drift.detected",
                 service=s.service,
@@ -204,6 +211,10 @@ def _events(reports: list[ServiceReport]) -> None:
                 digest=c.digest,
                 payload={"reason": c.flag_reason, "check": c.outcome, "roles": c.roles},
             )
+            report.tell_owners(
+                pipeline, store.s3, "flagged", service=s.service, environment=None, digest=c.digest,
+                reasons=[str(c.flag_reason)], report_key=ARTIFACT_KEY,
+            )  # fmt: skip
 
 
 def _summary(rep: SweepReport) -> str:
@@ -269,7 +280,7 @@ def nightly_sweep(
         requests = [r.model_copy(update={"outcome": "not started (dry run)"}) for r in requests]
     else:
         requests = start_runs(requests)
-        _events(reports)
+        _events(reports, pipeline, store)
     rep = SweepReport(
         now=now,
         date=date,

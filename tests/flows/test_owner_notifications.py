@@ -1,0 +1,256 @@
+"""Owners are told (services[].owners): `promote setup`'s automations send incidents through an
+owner's Prefect notification block, and the flows POST them, signed with Standard Webhooks, to an
+owner's webhook; both received here by real HTTP servers on 127.0.0.1. Once per incident.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promotion import signing
+from tests.flows.harness import EVIDENCE, Setup, promotion_events
+from tests.flows.test_notifications import Inbox, promote
+
+#: The webhook's signing secret: it must appear nowhere the product writes.
+SECRET = "whsec_" + base64.b64encode(uuid.uuid4().bytes + uuid.uuid4().bytes).decode()
+SECRET_ENV = "API_ONCALL_WEBHOOK_SECRET"
+
+
+class Receiver:
+    """A webhook receiver that keeps every request's headers and raw body."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.changed = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(204)
+                self.end_headers()
+                with receiver.changed:
+                    receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                    receiver.changed.notify_all()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/incidents"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def of(self, kind: str, digest: object) -> list[tuple[dict[str, str], bytes]]:
+        with self.changed:
+            return [
+                (h, b)
+                for h, b in self.requests
+                if json.loads(b)["type"] == f"promotion.incident.{kind}"
+                and json.loads(b)["data"]["digest"] == str(digest)
+            ]
+
+
+@pytest.fixture
+def inbox() -> Iterator[Inbox]:
+    box = Inbox()
+    yield box
+    box.server.shutdown()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+def with_owners(s: Setup, owners: str) -> Setup:
+    """The pipeline file with service api's owners replaced (the harness writes services on one line)."""
+    line = f"services: [{{name: api, owners: [{owners}]}}]"
+    s.config.write_text(re.sub(r"^services: .*$", line, s.config.read_text(), count=1, flags=re.M))
+    return Setup(s.config)
+
+
+def save_block(inbox: Inbox, name: str) -> str:
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    block = f"{name}-{uuid.uuid4().hex[:8]}"
+    CustomWebhookNotificationBlock(
+        name=name, url=f"http://127.0.0.1:{inbox.port}/{name}", json_data={"text": "{{subject}}\n{{body}}"}
+    ).save(block)
+    return f"custom-webhook/{block}"
+
+
+def ours(pipeline: Any) -> list[str]:
+    from prefect.client.orchestration import get_client
+
+    from flows.owner_notifications import _is_ours
+
+    with get_client(sync_client=True) as client:
+        return sorted(a.name for a in client.read_automations() if _is_ours(a.name, pipeline))
+
+
+def test_setup_creates_owner_automations_idempotently(
+    make_setup: Callable[..., Setup], prefect_api: str, inbox: Inbox, receiver: Receiver
+) -> None:
+    from flows.owner_notifications import ensure_owner_automations, owner_automation_name
+
+    team, two = save_block(inbox, "team-api"), save_block(inbox, "team-two")
+    webhook = f'{{name: oncall, webhook: {{url: "{receiver.url}", secret_env: {SECRET_ENV}}}}}'
+    s = with_owners(
+        make_setup(), f'{{name: team-api, block: "{team}"}}, {{name: two, block: "{two}"}}, {webhook}'
+    )
+    cfg = str(s.config)
+    try:
+        # A block that does not exist is refused in one line, naming the owner; nothing is created.
+        missing = with_owners(s, '{name: team-api, block: "custom-webhook/nope"}')
+        r = promote(prefect_api, "-c", cfg, "setup")
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert r.stderr.strip().count("\n") == 0, r.stderr
+        assert (
+            "ConfigError:" in r.stderr
+            and "services[api].owners[team-api].block: no custom-webhook block named 'nope'" in r.stderr
+        )
+        assert ours(missing.pipeline) == []
+
+        # Twice: one automation per owner with a block (the webhook owner needs none).
+        s = with_owners(s, f'{{name: team-api, block: "{team}"}}, {{name: two, block: "{two}"}}, {webhook}')
+        names = sorted(owner_automation_name("api", o, s.pipeline) for o in ("team-api", "two"))
+        r = promote(prefect_api, "-c", cfg, "setup")
+        assert r.returncode == 0, r.stderr
+        targets = (
+            f"team-api (block {team}), two (block {two}), oncall (signed webhook, secret in ${SECRET_ENV})"
+        )
+        assert f"ok owners of api: {targets}" in r.stdout
+        assert "ok owner notifications: 2 automations" in r.stdout
+        assert receiver.url not in r.stdout
+        first = ours(s.pipeline)
+        assert first == names
+        ensure_owner_automations(s.pipeline, cfg)
+        assert ours(s.pipeline) == names
+
+        # An owner removed: its automation goes.
+        s = with_owners(s, f'{{name: team-api, block: "{team}"}}, {webhook}')
+        ensure_owner_automations(s.pipeline, cfg)
+        assert ours(s.pipeline) == [owner_automation_name("api", "team-api", s.pipeline)]
+    finally:
+        ensure_owner_automations(with_owners(s, "").pipeline, cfg)
+    assert ours(s.pipeline) == []
+
+
+def test_owners_are_told_once_signed_with_reasons_and_links(
+    make_setup: Callable[..., Setup],
+    tmp_path: Path,
+    prefect_api: str,
+    inbox: Inbox,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from prefect.client.orchestration import get_client
+    from standardwebhooks.webhooks import Webhook
+
+    from flows.owner_notifications import ensure_owner_automations
+    from flows.pipeline import promote_pipeline
+    from flows.rollback import rollback
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)  # the process that tells holds the secret, as promote serve would
+    team = save_block(inbox, "team-api")
+    webhook = f'{{name: oncall, webhook: {{url: "{receiver.url}", secret_env: {SECRET_ENV}}}}}'
+    s = with_owners(make_setup(), f'{{name: team-api, block: "{team}"}}, {webhook}')
+    cfg = str(s.config)
+    ui = prefect_api.removesuffix("/api")
+    try:
+        ensure_owner_automations(s.pipeline, cfg)
+
+        # A failed gate, and the same failure re-run: the owners hear of it once.
+        bad = s.publish(tmp_path, evidence=[f"coverage={EVIDENCE / 'coverage.xml'}"])  # no JUnit report
+        for _ in range(2):
+            assert promote_pipeline(service="api", digest=str(bad), config=cfg, return_state=True).is_failed()
+        (gate,) = receiver.of("gate_failed", bad)
+        headers, body = gate
+        data = json.loads(body)["data"]
+        assert data["headline"] == "Gate failed: api 1.0 -> dev"
+        assert data["reasons"] == ["tests: missing evidence: junit"]
+        assert (
+            data["run_url"].startswith(f"{ui}/runs/flow-run/") and data["stage_report"] == "promotion-api-dev"
+        )
+        # Signed: verifies with the shared secret, by our signing module and by the reference library.
+        key = signing.standard_webhooks_key(SECRET)
+        ts = int(headers["webhook-timestamp"])
+        assert signing.standard_webhooks_signature_matches(
+            key, headers["webhook-id"], ts, body, headers["webhook-signature"]
+        )
+        assert Webhook(SECRET).verify(body, headers)["data"]["kind"] == "gate_failed"
+        assert not signing.standard_webhooks_signature_matches(
+            key, headers["webhook-id"], ts, body + b" ", headers["webhook-signature"]
+        )
+
+        told = inbox.wait_for("Gate failed: api 1.0 -> dev", str(bad))
+        assert "Why: tests: missing evidence: junit" in told
+        assert f"Run: {data['run_url']}" in told and "Report: Prefect artifact promotion-api-dev" in told
+
+        # A manual rollback: told with the reason and the rollback report.
+        d1, d2 = s.publish(tmp_path), s.publish(tmp_path)
+        for d in (d1, d2):
+            assert promote_pipeline(
+                service="api", digest=str(d), to="dev", config=cfg, return_state=True
+            ).is_completed()
+        st = rollback(service="api", environment="dev", reason="bad release", config=cfg, return_state=True)
+        assert st.is_completed(), st.message
+        (back,) = receiver.of("rolled_back", d1)
+        assert json.loads(back[1])["data"]["reasons"] == [f"bad release: from {d2.short} back to {d1.short}"]
+        rolled = inbox.wait_for("Rolled back: api 1.0 -> dev", str(d1))
+        assert "Why: bad release" in rolled and "Report: Prefect artifact rollback-api-dev" in rolled
+        # By now the block received what came before: still one message about the failed gate.
+        assert sum(str(bad) in b["text"] and "Gate failed" in b["text"] for _, b in inbox.messages) == 1
+        incidents = [
+            e
+            for e in promotion_events(prefect_api, bad, {"promotion.incident"})
+            if e["event"] == "promotion.incident"
+        ]
+        assert len(incidents) == 1
+
+        # The secret is nowhere the product writes: bucket (ledger included), events, logs.
+        store = s.store
+        for k in store.s3.list_keys(store.s3.key("")):
+            assert SECRET.encode() not in (store.s3.get(k) or b""), k
+        events = promotion_events(prefect_api, d1, {"promotion.incident", "promotion.rolled_back"})
+        assert SECRET not in json.dumps(events) and SECRET not in json.dumps(incidents)
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs()
+        assert logs and SECRET not in json.dumps([log.message for log in logs])
+        out, err = capfd.readouterr()
+        assert SECRET not in out + err
+    finally:
+        ensure_owner_automations(with_owners(s, "").pipeline, cfg)
+
+
+def test_a_failing_webhook_is_logged_and_retried_next_time(
+    make_setup: Callable[..., Setup], tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.pipeline import promote_pipeline
+
+    s = with_owners(
+        make_setup(), f'{{name: oncall, webhook: {{url: "{receiver.url}", secret_env: {SECRET_ENV}}}}}'
+    )
+    cfg = str(s.config)
+    bad = s.publish(tmp_path, evidence=[f"coverage={EVIDENCE / 'coverage.xml'}"])
+    # No secret in the environment: nothing is sent, the gate's verdict stands, no marker is left.
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    state = promote_pipeline(service="api", digest=str(bad), config=cfg, return_state=True)
+    assert state.is_failed() and "GateFailed" in str(state.message)
+    assert receiver.of("gate_failed", bad) == []
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    assert promote_pipeline(service="api", digest=str(bad), config=cfg, return_state=True).is_failed()
+    assert len(receiver.of("gate_failed", bad)) == 1
