@@ -180,15 +180,15 @@ def promote_to_environment(
                 digest=d,
                 payload={"gate": r.gate, "kind": r.kind, "reasons": r.reasons, "measured": r.measured},
             )
-        raise GateFailed(", ".join(r.gate for r in failed), reasons)
-
-    decisions: list[tuple[Decision, bool, str]] = []
-    if env.approval is not None:
         report.tell_owners(
             pipeline, store.s3, "gate_failed", service=service, environment=env.name, digest=d,
             reasons=reasons, version=artifact.version,
             report_key=report.artifact_key("promotion", service, env.name),
         )  # fmt: skip
+        raise GateFailed(", ".join(r.gate for r in failed), reasons)
+
+    decisions: list[tuple[Decision, bool, str]] = []
+    if env.approval is not None:
         outdated = _outdated(env, history, current)
         if outdated is not None:
             raise outdated  # nobody is asked to approve what would not be deployed
@@ -260,6 +260,13 @@ def promote_to_environment(
                 stage_report(artifact, env.name, "rolled back", results, decisions, verification),
                 f"{service} → {env.name}: verification failed",
             )
+            # One incident: the automatic restore is part of it, not a second (rolled_back) one.
+            restored_note = f"rolled back to {restored}" if restored else "nothing earlier to restore"
+            report.tell_owners(
+                pipeline, store.s3, "verification_failed", service=service, environment=env.name,
+                digest=d, reasons=[*reasons, restored_note], version=artifact.version,
+                report_key=report.artifact_key("promotion", service, env.name),
+            )  # fmt: skip
             raise VerificationFailed(env.name, reasons, str(restored) if restored else None)
 
     report.event(
@@ -269,13 +276,6 @@ def promote_to_environment(
         digest=d,
         payload={"version": artifact.version, "previous": str(before.digest) if before else None},
     )
-            # One incident: the automatic restore is part of it, not a second (rolled_back) one.
-            restored_note = f"rolled back to {restored}" if restored else "nothing earlier to restore"
-            report.tell_owners(
-                pipeline, store.s3, "verification_failed", service=service, environment=env.name,
-                digest=d, reasons=[*reasons, restored_note], version=artifact.version,
-                report_key=report.artifact_key("promotion", service, env.name),
-            )  # fmt: skip
     report.markdown(
         report.artifact_key("promotion", service, env.name),
         stage_report(artifact, env.name, "promoted", results, decisions, verification),

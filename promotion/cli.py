@@ -828,6 +828,14 @@ def setup() -> None:
     else:
         kinds = ", ".join(notify.events)
         out.print(f"ok approval notifications through {notify.block} ({len(notified)} automations: {kinds})")
+    from flows.owner_notifications import ensure_owner_automations
+
+    told = ensure_owner_automations(pipeline, str(config_path(state.config)))
+    # Names the targets' blocks and webhook secrets' variables, never a URL or a secret.
+    for svc in pipeline.services:
+        targets = [f"{o.name} ({o.target})" for o in svc.owners]
+        out.print(f"ok owners of {svc.name}: {', '.join(targets) or 'none configured (services[].owners)'}")
+    out.print(f"ok owner notifications: {len(told)} automations")
 
 
 @app.command()
@@ -877,14 +885,6 @@ def serve(
     """Serve the pipeline, rollback and nightly-sweep deployments from this process (Ctrl-C stops)."""
     from promotion.config import config_path
 
-    from flows.owner_notifications import ensure_owner_automations
-
-    told = ensure_owner_automations(pipeline, str(config_path(state.config)))
-    # Names the targets' blocks and webhook secrets' variables, never a URL or a secret.
-    for svc in pipeline.services:
-        targets = [f"{o.name} ({o.target})" for o in svc.owners]
-        out.print(f"ok owners of {svc.name}: {', '.join(targets) or 'none configured (services[].owners)'}")
-    out.print(f"ok owner notifications: {len(told)} automations")
     pipeline = _pipeline()
     from flows.serve import serve_all
 
