@@ -134,8 +134,12 @@ def promote_to_environment(
     config: str | None = None,
     aimed_at: str | None = None,
     waiting_run: str | None = None,
+    unplanned: bool = False,
 ) -> dict[str, Any]:
     """Gates, approval, deploy and verification for one environment.
+
+    ``unplanned`` (``promote run --hotfix``, a webhook's ``unplanned: true``) is recorded on the
+    ``promoted`` record: DORA's rework rate counts such deployments (promotion/metrics).
 
     ``aimed_at`` is the environment the pipeline run is aimed at: when it is further up, this
     environment is not moved back from a newer build (checked again under the lock).
@@ -244,6 +248,11 @@ def promote_to_environment(
                 "deploy": done,
                 "previous": str(before.digest) if before else None,
                 "flow_run_id": _run_id(),
+                # Lead time is measured from the ledger alone, on this record (promotion/metrics).
+                "commit_time": (
+                    artifact.provenance.commit_time.isoformat() if artifact.provenance.commit_time else None
+                ),
+                "unplanned": unplanned,
             },
             idempotency_id=f"{_run_id()}:promoted",
         )
@@ -693,11 +702,13 @@ def promote_pipeline(
     dry_run: bool = False,
     requested_by: str | None = None,
     config: str | None = None,
+    unplanned: bool = False,
 ) -> State[Any]:
     """Promote ``digest`` of ``service`` through the environments, in order, as far as ``to``.
 
     Starts after the furthest environment the digest already reached and stops at the first stage
     that does not pass; the run's final state message says which stage stopped it and why.
+    ``unplanned``: a hotfix, recorded on each ``promoted`` record (DORA's rework rate).
     """
     logger = get_run_logger()
     try:
@@ -763,6 +774,7 @@ def promote_pipeline(
             config=config,
             aimed_at=stages[-1].name,
             waiting_run=waiting_run,
+            unplanned=unplanned,
             return_state=True,
         )
         if not state.is_completed():

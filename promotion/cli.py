@@ -185,6 +185,13 @@ def publish(
     ] = False,
     commit: Annotated[str | None, typer.Option(help="Source commit (default: from CI variables).")] = None,
     commit_author: Annotated[str | None, typer.Option(help="Author of the commit.")] = None,
+    commit_time: Annotated[
+        str | None,
+        typer.Option(
+            help="When the commit was made, ISO 8601 with offset (default: CI_COMMIT_TIMESTAMP, "
+            "else git log -1 --format=%cI in a checkout); the start of the change's lead time."
+        ),
+    ] = None,
     build_url: Annotated[str | None, typer.Option(help="CI build URL (default: from CI variables).")] = None,
     builder: Annotated[str | None, typer.Option(help="CI system that built it.")] = None,
     actor: Annotated[
@@ -212,10 +219,12 @@ def publish(
     pipeline.service(service)  # refuse an unknown service before reading anything
     if not path.is_file():
         raise _usage(f"no such file: {path}")
+    when = ci_context.parse_commit_time(commit_time) if commit_time is not None else None
     ev = parse_evidence(evidence or [], follow_symlinks=follow_symlinks)
     provenance = Provenance(
         commit=commit or ci_context.ci_commit(),
         commit_author=commit_author or ci_context.ci_commit_author(),
+        commit_time=when or ci_context.ci_commit_time(),
         build_url=build_url or ci_context.ci_build_url(),
         builder=builder or ci_context.ci_builder(),
         published_by=ci_context.current_actor(actor),
@@ -470,6 +479,41 @@ def history(
         err.print("no events yet")
 
 
+@app.command()
+def metrics(
+    service: Annotated[str | None, typer.Option("--service", "-s", help="Only this service.")] = None,
+    env: Annotated[
+        str | None, typer.Option("--env", "-e", help="Environment (default: prod, else the last one).")
+    ] = None,
+    since: Annotated[str, typer.Option("--since", help="Window, as the pipeline file's durations.")] = "30d",
+    as_json: JsonOpt = False,
+) -> None:
+    """The five DORA metrics per service from the ledger, each with its DORA performance band."""
+    import datetime as dt
+
+    from promotion.config import parse_duration
+    from promotion.metrics.reading import measure
+    from promotion.metrics.text import render
+
+    store = _store()
+    pipeline = store.pipeline
+    names = [pipeline.service(service).name] if service else [s.name for s in pipeline.services]
+    envs = [e.name for e in pipeline.environments]
+    environment = pipeline.environment(env).name if env else ("prod" if "prod" in envs else envs[-1])
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise _usage(f"--since: {exc}") from None
+    if window <= dt.timedelta(0):
+        raise _usage(f"--since: {since!r} is an empty window")
+    now = dt.datetime.now(dt.UTC)
+    found = [measure(store.ledger, name, environment, now - window, now) for name in names]
+    if as_json:
+        _emit_json([m.model_dump(mode="json") for m in found])
+        return
+    out.print("\n\n".join(render(m) for m in found), markup=False, highlight=False)
+
+
 def _stacks_of(store: ArtifactStore, service: str, digests: set[Any]) -> dict[str, str]:
     """digest -> stack from the artifact records (one small GET per digest shown); a record
     written before stacks were recognised has none."""
@@ -650,6 +694,10 @@ def run(
     to: Annotated[str | None, typer.Option("--to", help="Stop after this environment.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate every gate, change nothing.")] = False,
     actor: Annotated[str | None, typer.Option("--as", help="Who requests the promotion.")] = None,
+    hotfix: Annotated[
+        bool,
+        typer.Option("--hotfix", help="An unplanned deployment (recorded; DORA's rework rate counts it)."),
+    ] = False,
 ) -> None:
     """Run the promotion pipeline against the configured Prefect API (PREFECT_API_URL)."""
     from promotion import ci_context
@@ -666,6 +714,7 @@ def run(
         dry_run=dry_run,
         requested_by=ci_context.current_actor(actor),
         config=str(state.config) if state.config else None,
+        unplanned=hotfix,
         return_state=True,
     )
     out.print(final.message or final.type.value)

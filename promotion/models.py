@@ -32,6 +32,9 @@ class Record(BaseModel):
 class Provenance(Record):
     commit: str | None = Field(default=None, description="source commit the artifact was built from")
     commit_author: str | None = Field(default=None, description="author of that commit")
+    #: When that commit was made (``promote publish --commit-time``): the start of the change's
+    #: lead time (promotion/metrics). None in records written before it was recorded.
+    commit_time: dt.datetime | None = Field(default=None, description="time of that commit")
     build_url: str | None = Field(default=None, description="URL of the CI build that made it")
     builder: str | None = Field(default=None, description="CI system or host that built it")
     published_by: str = Field(description="who ran publish")

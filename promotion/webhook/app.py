@@ -294,6 +294,7 @@ class _Receiver:
             digest=digest,
             to=intent.to,
             requested_by=intent.requested_by,
+            unplanned=intent.unplanned,
         )
 
 

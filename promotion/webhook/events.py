@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from promotion.config import Name
 from promotion.digest import Digest
@@ -59,6 +59,10 @@ class BuildPublished(BaseModel):
     )
     to: Name | None = Field(
         default=None, description="stop after this environment (a declared one); default: the last"
+    )
+    unplanned: StrictBool = Field(
+        default=False,
+        description="a hotfix: recorded on the promoted records, counted by DORA's rework rate",
     )
 
 
@@ -148,6 +152,7 @@ class Intent:
     version: str | None = None
     commit: str | None = None
     build_url: str | None = None
+    unplanned: bool = False
 
 
 def _describe(exc: ValidationError, allowed: tuple[str, ...] = ()) -> str:
@@ -217,6 +222,7 @@ def parse_build_published(data: Any) -> Intent:
         version=ev.version,
         commit=ev.commit,
         build_url=ev.build_url,
+        unplanned=ev.unplanned,
     )
 
 

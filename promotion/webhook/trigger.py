@@ -41,16 +41,21 @@ class RunRequest:
     digest: Digest
     to: str | None
     requested_by: str | None
+    unplanned: bool = False
 
     @property
     def parameters(self) -> dict[str, Any]:
         """The flow run's parameters (the deployment supplies the rest, e.g. ``config``)."""
-        return {
+        params: dict[str, Any] = {
             "service": self.service,
             "digest": str(self.digest),
             "to": self.to,
             "requested_by": self.requested_by,
         }
+        if self.unplanned:
+            # Only when set: a planned delivery's parameters stay what they were before hotfixes.
+            params["unplanned"] = True
+        return params
 
     def idempotency_key(self, deployment: str) -> str:
         """Unique per flow in Prefect, so it names the deployment as well as the delivery."""

@@ -188,7 +188,7 @@ def test_s3_commands_do_not_import_prefect(config_file: Path, artifact: Path) ->
         f"for args in (['publish', {str(artifact)!r}, '-s', 'api', '--version', '1'],\n"
         f"             ['verify', {digest!r}], ['plan', 'api', {digest!r}],\n"
         "             ['status'], ['history', 'api'], ['ledger', 'verify'], ['config', 'validate'],\n"
-        "             ['pending'],\n"
+        "             ['pending'], ['metrics'], ['metrics', '--json', '-s', 'api'],\n"
         f"             ['attest', 'api', {digest!r}, '-e', 'other=' + {str(artifact)!r}]):\n"
         "    try:\n"
         f"        main(['-c', {str(config_file)!r}, *args])\n"
