@@ -18,8 +18,11 @@ from typing import Any
 import pytest
 
 from promotion import signing
-from tests.flows.harness import EVIDENCE, Setup, promotion_events
+from promotion.local_s3 import LocalS3
+from tests.flows.harness import EVIDENCE, Run, Setup, promotion_events, resume, wait_for_paused
 from tests.flows.test_notifications import Inbox, promote
+from tests.flows.test_sweep_flow import pipeline_deployment  # noqa: F401 - a fixture, used by name
+from tests.promotion.test_sweep import DAY, World, make_world
 
 #: The webhook's signing secret: it must appear nowhere the product writes.
 SECRET = "whsec_" + base64.b64encode(uuid.uuid4().bytes + uuid.uuid4().bytes).decode()
@@ -254,3 +257,62 @@ def test_a_failing_webhook_is_logged_and_retried_next_time(
     monkeypatch.setenv(SECRET_ENV, SECRET)
     assert promote_pipeline(service="api", digest=str(bad), config=cfg, return_state=True).is_failed()
     assert len(receiver.of("gate_failed", bad)) == 1
+
+
+@pytest.mark.usefixtures("pipeline_deployment")  # the sweep starts pipeline runs through it
+def test_drift_and_a_flagged_digest_from_the_sweep_are_told_once(
+    s3_server: LocalS3,
+    prefix: str,
+    tmp_path: Path,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.sweep import nightly_sweep
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    w = make_world(s3_server, prefix, tmp_path, services=("api", "soaked"))
+    owner = f'{{name: oncall, webhook: {{url: "{receiver.url}", secret_env: {SECRET_ENV}}}}}'
+    text = w.config.read_text().replace("{name: api}", f"{{name: api, owners: [{owner}]}}")
+    w.config.write_text(text.replace("{name: soaked}", f"{{name: soaked, owners: [{owner}]}}"))
+    w = World(w.config, w.tmp, w.server, w.target)
+    good = w.publish("api")
+    w.promote("api", "dev", good, ago=3 * DAY)
+    w.promote("api", "staging", good, ago=2 * DAY)
+    w.client.put_object(
+        Bucket=w.target, Key=w.copy_key("staging", "api"), Body=b"by hand"
+    )  # on_drift: report
+    rotten = w.publish("soaked")
+    w.promote("soaked", "dev", rotten, ago=2 * DAY)
+    w.corrupt_blob(rotten)
+
+    # The drift stays (reported, not corrected): the next night's sweep finds it again, tells nobody.
+    for _ in range(2):
+        assert nightly_sweep(config=str(w.config), return_state=True).is_completed()
+    (drift,) = receiver.of("drift", good)
+    data = json.loads(drift[1])["data"]
+    assert data["environment"] == "staging" and data["stage_report"] == "nightly-sweep"
+    assert "found" in data["reasons"][0] and "action: report" in data["reasons"]
+    (flagged,) = receiver.of("flagged", rotten)
+    assert json.loads(flagged[1])["data"]["reasons"][0].startswith(f"corrupted: expected {rotten}, got ")
+
+
+def test_a_rejection_by_an_approver_is_told(
+    make_setup: Callable[..., Setup], tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.pipeline import promote_pipeline
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    s = with_owners(
+        make_setup(), f'{{name: oncall, webhook: {{url: "{receiver.url}", secret_env: {SECRET_ENV}}}}}'
+    )
+    d = s.publish(tmp_path)
+    run = Run(promote_pipeline, service="api", digest=str(d), config=str(s.config))
+    resume(wait_for_paused(run), "reject", "alice", "not on a Friday")
+    assert not run.join().is_completed()
+    ((_, body),) = receiver.of("rejected", d)
+    data = json.loads(body)["data"]
+    assert data["headline"] == "Rejected: api 1.0 -> prod"
+    assert (
+        data["reasons"] == ["rejected by alice: not on a Friday"]
+        and data["stage_report"] == "promotion-api-prod"
+    )
