@@ -13,7 +13,10 @@
    before all this, approval requests past their deadline are closed as timed out
    (flows/deadlines.py), in case their own deadline check never ran;
 5. a table artifact (key ``nightly-sweep``) lists every action and its reason, and events
-   ``promotion.drift.detected`` / ``promotion.flagged`` are emitted.
+   ``promotion.drift.detected`` / ``promotion.flagged`` are emitted;
+6. each service's ``alerts`` thresholds are checked against its DORA metrics
+   (promotion/metrics/alerts.py): ``promotion.metric.crossed`` when one is crossed,
+   ``promotion.metric.recovered`` when it comes back, once each.
 
 Dry run changes nothing: no ledger writes, no copies, no runs, no deletes, no events (automations
 may act on events); the table artifact says what would have happened.
@@ -51,6 +54,8 @@ from promotion.sweep import (
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
+
+    from promotion.metrics.alerts import Transition
 
 _logging.install()
 
@@ -217,6 +222,61 @@ def _events(reports: list[ServiceReport], pipeline: Pipeline, store: ArtifactSto
             )  # fmt: skip
 
 
+def metric_alerts(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) -> list[Transition]:
+    """Check every service's ``alerts``; emit an event per crossing and recovery; remember them.
+
+    The state is saved after its events were emitted (told at least once). An S3 error for one
+    service is logged and leaves its state as it was: the next night tells what changed.
+    """
+    from prefect.events import emit_event
+
+    from promotion.metrics.alerts import check_service, save_state
+
+    logger = get_run_logger()
+    told: list[Transition] = []
+    for service in pipeline.services:
+        if service.alerts is None:
+            continue
+        try:
+            changes, state = check_service(store.s3, store.ledger, service.name, service.alerts, now)
+            for t in changes:
+                emit_event(
+                    event=f"promotion.metric.{t.kind}",
+                    resource={
+                        "prefect.resource.id": f"promotion.{t.service}.{t.environment}",
+                        "prefect.resource.name": f"{t.service} {t.environment}",
+                        "promotion.service": t.service,
+                        "promotion.environment": t.environment,
+                        "promotion.metric": t.reading.metric,
+                    },
+                    related=[
+                        {
+                            "prefect.resource.id": f"promotion.service.{t.service}",
+                            "prefect.resource.role": "service",
+                        },
+                        {
+                            "prefect.resource.id": f"promotion.environment.{t.environment}",
+                            "prefect.resource.role": "environment",
+                        },
+                    ],
+                    payload={
+                        "metric": t.reading.metric,
+                        "value": t.reading.value,
+                        "threshold": t.reading.threshold,
+                        "direction": t.reading.direction,
+                        "window_days": t.window_days,
+                        "band": t.band,
+                        "summary": t.reading.describe(),
+                    },
+                )
+                logger.warning("%s/%s: metric %s: %s", t.service, t.environment, t.kind, t.reading.describe())
+            save_state(store.s3, state)
+            told += changes
+        except PromotionError as exc:
+            logger.error("metric alerts of %s not checked: %s: %s", service.name, type(exc).__name__, exc)
+    return told
+
+
 def _summary(rep: SweepReport) -> str:
     runs = [r for r in rep.runs if r.outcome in ("started", "already open")]
     drift = sum(len(s.drift) for s in rep.services)
@@ -281,6 +341,7 @@ def nightly_sweep(
     else:
         requests = start_runs(requests)
         _events(reports, pipeline, store)
+        metric_alerts(pipeline, store, now)
     rep = SweepReport(
         now=now,
         date=date,

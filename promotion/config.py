@@ -529,6 +529,46 @@ class Owner(Strict):
         return f"block {self.block}"
 
 
+class MetricAlerts(Strict):
+    """Thresholds on a service's DORA metrics (promotion/metrics), checked by the nightly sweep:
+    an event when one is crossed, another when it recovers. Unset thresholds are not checked."""
+
+    environment: str = Field(default="prod", description="the environment whose metrics are watched")
+    window: Duration = Field(default=dt.timedelta(days=30), description="the metrics' window")
+    change_fail_rate: float | None = Field(
+        default=None, ge=0, le=1, description="crossed when the change fail rate is above it (0.15)"
+    )
+    lead_time_p50: Duration | None = Field(
+        default=None, description="crossed when the median change lead time is longer (e.g. 2d)"
+    )
+    recovery_time_p50: Duration | None = Field(
+        default=None, description="crossed when the median failed deployment recovery time is longer"
+    )
+    deployment_frequency_min: float | None = Field(
+        default=None, gt=0, description="deployments per day; crossed when the frequency is below it"
+    )
+    rework_rate: float | None = Field(
+        default=None, ge=0, le=1, description="crossed when the deployment rework rate is above it"
+    )
+
+    @model_validator(mode="after")
+    def _some_threshold(self) -> MetricAlerts:
+        if self.window <= dt.timedelta(0):
+            raise ValueError("window must be longer than 0")
+        if all(
+            v is None
+            for v in (
+                self.change_fail_rate,
+                self.lead_time_p50,
+                self.recovery_time_p50,
+                self.deployment_frequency_min,
+                self.rework_rate,
+            )
+        ):
+            raise ValueError("give at least one threshold")
+        return self
+
+
 class Service(Strict):
     name: Name
     description: str = ""
@@ -537,6 +577,9 @@ class Service(Strict):
         default_factory=list,
         description="told of a failed gate, a rejection, a rollback, a failed verification, drift "
         "or a flagged digest of this service",
+    )
+    alerts: MetricAlerts | None = Field(
+        default=None, description="thresholds on this service's DORA metrics, checked nightly"
     )
 
     @field_validator("owners")
@@ -703,6 +746,17 @@ class Pipeline(Strict):
                 raise ValueError(f"duplicate name {item.name!r}; names must be unique")
             seen.add(item.name)
         return items
+
+    @model_validator(mode="after")
+    def _alerts_on_declared_environments(self) -> Pipeline:
+        names = [e.name for e in self.environments]
+        for s in self.services:
+            if s.alerts is not None and s.alerts.environment not in names:
+                raise ValueError(
+                    f"services[{s.name}].alerts.environment: {s.alerts.environment!r} is not one of "
+                    f"the environments ({', '.join(names)})"
+                )
+        return self
 
     def service(self, name: str) -> Service:
         for s in self.services:
