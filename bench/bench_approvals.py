@@ -90,7 +90,7 @@ from promotion.local_s3 import LocalS3
 from promotion.models import LedgerRecord, Provenance
 from promotion.requests import find_request
 from promotion.store import ArtifactStore
-from tests.local_servers import aws_credentials, prefect_test_server  # on the path through _common
+from tests.local_servers import aws_credentials, children, prefect_test_server  # on the path through _common
 
 DEFAULT_OUT = RESULTS_DIR / "approvals.json"
 PROMOTE = str(Path(sys.executable).parent / "promote")
@@ -323,23 +323,6 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
 
 # -- processes --------------------------------------------------------------------------------------
-
-
-def children(pid: int) -> list[int]:
-    """The live descendants of ``pid`` (empty when it is gone)."""
-    out: list[int] = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return out
-    for task in tasks:
-        try:
-            kids = [int(k) for k in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for k in kids:
-            out += [k, *children(k)]
-    return out
 
 
 def _kib(path: str, key: str) -> int | None:

@@ -164,6 +164,7 @@ from promotion.plan import plan, previous_environment
 from promotion.report import stage_report
 from promotion.s3 import S3
 from promotion.store import ArtifactStore, parse_evidence
+from tests.flow_threads import FlowThread  # on the path through _common; no heartbeats, no Prefect
 from tests.local_servers import aws_credentials  # on the path through _common
 
 T = TypeVar("T")
@@ -502,32 +503,6 @@ class Bench(RecordsChecks):
         if res.already_published:
             raise BenchError(f"{res.digest} was already published: the run would not really promote")
         return store, res.digest
-
-
-class FlowThread:
-    """A flow run in a background thread, as a worker would run it."""
-
-    def __init__(self, fn: Callable[..., Any], **kwargs: Any) -> None:
-        self.state: Any = None
-        self.error: BaseException | None = None
-        self.paused_id: UUID | None = None
-
-        def target() -> None:
-            try:
-                self.state = fn(**kwargs, return_state=True)
-            except BaseException as exc:  # reported by join(); a thread must not die silently
-                self.error = exc
-
-        self.thread = threading.Thread(target=target, name="bench-flow", daemon=True)
-        self.thread.start()
-
-    def join(self, timeout: float) -> Any:
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            raise BenchError(f"the flow run did not finish within {timeout:.0f}s")
-        if self.error is not None:
-            raise self.error
-        return self.state
 
 
 # -- 1. orchestration overhead ---------------------------------------------------------------------
@@ -930,7 +905,10 @@ def bench_approvals(b: Bench, n: int, seed: int) -> dict[str, Any]:
         resume_flow_run(run_id, run_input={"decision": "approve", "approver": APPROVER, "reason": ""})
         resumed = time.time()
         deploy_at = wait_deploy_start(run_id)
-        state = ft.join(120)
+        try:
+            state = ft.join(120)
+        except TimeoutError as exc:
+            raise BenchError(str(exc)) from None
         b.threads.remove(ft)
         recs = store.ledger.records(SERVICE)
         approval = next((r for r in recs if r.event == "approval"), None)

@@ -3,7 +3,8 @@
 ``tests/conftest.py``'s session fixtures and the benchmarks (``bench/_common.py``) call these, so
 a benchmark measures the same Prefect test server the tests talk to. Importing this module has no
 side effect and does not import Prefect (``tests.flows.harness`` turns heartbeats on when
-imported: a benchmark must not inherit that).
+imported: a benchmark must not inherit that). :func:`children` finds what a server or a
+``promote serve`` left running, for the tests and benchmarks that check nothing was.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -60,3 +62,23 @@ def aws_credentials(server: LocalS3) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def children(pid: int) -> list[int]:
+    """The live descendants of ``pid``, children before their own (empty when it is gone).
+
+    Read from ``/proc/<pid>/task/*/children`` (Linux): a process that exits meanwhile is skipped.
+    """
+    out: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for k in kids:
+            out += [k, *children(k)]
+    return out

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ from promotion.config import load_pipeline
 from promotion.digest import Digest
 from promotion.models import Provenance
 from promotion.store import ArtifactStore, parse_evidence
+from tests.flow_threads import FlowThread
 
 REPO = Path(__file__).resolve().parents[2]
 EVIDENCE = REPO / "examples" / "evidence"
@@ -60,29 +59,8 @@ class Setup:
         ).digest
 
 
-class Run:
-    """A flow run in a background thread, as a worker would run it."""
-
-    def __init__(self, fn: Callable[..., Any], **kwargs: Any) -> None:
-        self.kwargs = kwargs
-        self.state: Any = None
-        self.error: BaseException | None = None
-
-        def target() -> None:
-            try:
-                self.state = fn(**kwargs, return_state=True)
-            except BaseException as exc:  # noqa: BLE001
-                self.error = exc
-
-        self.thread = threading.Thread(target=target, daemon=True)
-        self.thread.start()
-
-    def join(self, timeout: float = 120) -> Any:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "flow run did not finish"
-        if self.error:
-            raise self.error
-        return self.state
+#: A flow run in a background thread (the flow tests' name for it; shared with bench/).
+Run = FlowThread
 
 
 def wait_for_paused(run: Run, seen: set[str] | None = None, timeout: float = 60) -> str:

@@ -28,6 +28,7 @@ from promotion.config import load_pipeline
 from promotion.digest import Digest
 from promotion.models import LedgerRecord, Provenance
 from promotion.store import ArtifactStore
+from tests.local_servers import children
 
 PROMOTE = str(Path(sys.executable).parent / "promote")
 SERVICES = ["api", "web", "worker"]
@@ -203,19 +204,6 @@ def gone(run_id: str, serve_pid: int | None = None, timeout: float = 30) -> list
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)  # polling the process table for a condition, with a deadline
-
-
-def children(pid: int) -> list[int]:
-    """The live descendants of ``pid``."""
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            kids = [int(k) for k in (task / "children").read_text().split()]
-        except OSError:
-            continue
-        for k in kids:
-            out += [k, *children(k)]
-    return out
 
 
 def describe(pids: list[int]) -> list[str]:
