@@ -20,6 +20,8 @@ import pytest
 from promotion import signing
 from promotion.local_s3 import LocalS3
 from tests.flows.harness import EVIDENCE, Run, Setup, promotion_events, resume, wait_for_paused
+from tests.flows.test_deploy_and_rollback import World as DeployWorld
+from tests.flows.test_deploy_and_rollback import world  # noqa: F401 - a fixture, used by name
 from tests.flows.test_notifications import Inbox, promote
 from tests.flows.test_sweep_flow import pipeline_deployment  # noqa: F401 - a fixture, used by name
 from tests.promotion.test_sweep import DAY, World, make_world
@@ -316,3 +318,28 @@ def test_a_rejection_by_an_approver_is_told(
         data["reasons"] == ["rejected by alice: not on a Friday"]
         and data["stage_report"] == "promotion-api-prod"
     )
+
+
+def test_a_failed_verification_is_one_incident_with_its_rollback(
+    world: DeployWorld,  # noqa: F811 - the fixture of test_deploy_and_rollback, imported above
+    tmp_path: Path,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    owner = f'{{name: oncall, webhook: {{url: "{receiver.url}", secret_env: {SECRET_ENV}}}}}'
+    world.config.write_text(
+        world.config.read_text().replace(
+            "services: [{name: api}]", f"services: [{{name: api, owners: [{owner}]}}]"
+        )
+    )
+    w = DeployWorld(world.config, world.env, world.secret, world.target_bucket)
+    good, bad = w.publish(tmp_path, "1.0"), w.publish(tmp_path, "2.0")
+    assert w.promote(good).is_completed()
+    w.env.health_status = 503  # the new version comes up unhealthy: verification fails, dev goes back
+    assert w.promote(bad).is_failed()
+    ((_, body),) = receiver.of("verification_failed", bad)
+    data = json.loads(body)["data"]
+    assert data["headline"] == "Verification failed: api 2.0 -> dev"
+    assert data["reasons"][0].startswith("http: ") and data["reasons"][-1] == f"rolled back to {good}"
+    assert receiver.of("rolled_back", good) == []  # the restore is part of this incident, not a second one
