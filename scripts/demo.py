@@ -6,7 +6,8 @@ example artifact with real evidence, and sends a signed webhook as CI would. The
 promotes dev → staging and pauses at prod for approval: the demo prints the Prefect UI page where
 the approval form waits, then approves through the CLI after a short countdown
 (DEMO_INTERACTIVE=1 waits for a person to approve in the UI instead). It ends with
-`promote status` and `promote history`, and stops everything it started, Ctrl-C included.
+`promote status`, `promote history` and `promote metrics`, and stops everything it started, Ctrl-C
+included.
 """
 
 from __future__ import annotations
@@ -287,6 +288,8 @@ def main() -> int:
         say("The ledger")
         promote(env, "history", "hello")
         promote(env, "ledger", "verify")
+        say("Delivery metrics (DORA), from the ledger alone")
+        promote(env, "metrics", "--service", "hello")
         say(f"Done in {time.monotonic() - started:.0f}s; stopping everything the demo started")
         if final["state_type"] != "COMPLETED":
             return 1
