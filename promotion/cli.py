@@ -6,8 +6,8 @@ Every command (and the root callback) goes through one wrapper, :func:`_one_line
 only place that maps the error tree of :mod:`promotion.errors` to exit codes
 (:func:`exit_code_for`), as Prefect's ``PrefectTyper`` wraps each of its commands.
 
-Commands that only touch S3 (publish, status, history, ledger verify, config validate, verify)
-never import Prefect, which costs seconds to import; commands that talk to Prefect import it
+Commands that only touch S3 (publish, attest, status, history, ledger verify, config validate,
+verify, plan, metrics) never import Prefect, which costs seconds to import; commands that talk to Prefect import it
 inside the command.
 """
 
