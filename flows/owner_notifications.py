@@ -25,15 +25,29 @@ from promotion.config import Owner, Pipeline
 from promotion.errors import ConfigError
 
 INCIDENT_EVENT = "promotion.incident"
+#: The nightly sweep's metric alerts (services[].alerts, flows/sweep.py): owners hear of them too.
+METRIC_EVENTS = ("promotion.metric.crossed", "promotion.metric.recovered")
 _PREFIX = "promotion: tell owner "
 
-SUBJECT = "{{ event.payload.headline }}"
+# Jinja, rendered by the Prefect server: an incident's payload says everything; a metric event's
+# service and environment are labels of its resource.
+_IS_INCIDENT = "{% if event.event == 'promotion.incident' %}"
+_METRIC_WHO = "{{ event.resource['promotion.service'] }} {{ event.resource['promotion.environment'] }}"
+_METRIC_WHAT = "{{ 'crossed' if event.event.endswith('crossed') else 'recovered' }}"
+SUBJECT = (
+    _IS_INCIDENT + "{{ event.payload.headline }}"
+    "{% else %}Metric " + _METRIC_WHAT + ": " + _METRIC_WHO + " {{ event.payload.metric }}{% endif %}"
+)
 BODY = (
-    "{{ event.payload.headline }} ({{ event.payload.digest }})\n"
+    _IS_INCIDENT + "{{ event.payload.headline }} ({{ event.payload.digest }})\n"
     "Why: {{ event.payload.reasons_text }}\n"
     "Run: {{ event.payload.run_url }}\n"
     "Report: Prefect artifact {{ event.payload.stage_report }}\n"
     "Owners: {{ event.payload.owners | join(', ') }}"
+    "{% else %}Metric " + _METRIC_WHAT + ": " + _METRIC_WHO + "\n"
+    "{{ event.payload.summary }} (DORA band: {{ event.payload.band }}, "
+    "over {{ event.payload.window_days | round | int }} days)\n"
+    "Report: Prefect artifact nightly-sweep{% endif %}"
 )
 
 
@@ -52,12 +66,12 @@ def owner_automation(
         name=owner_automation_name(service, owner.name, pipeline),
         description=(
             f"Tells {owner.name} ({owner.block}) of a failed gate, a rejection, a rollback, a failed "
-            f"verification, drift or a flagged digest of {service}. Created by promote setup from "
-            "services[].owners of the pipeline file."
+            f"verification, drift, a flagged digest or a metric alert of {service}. Created by "
+            "promote setup from services[].owners of the pipeline file."
         ),
         enabled=True,
         trigger=EventTrigger(
-            expect={INCIDENT_EVENT},
+            expect={INCIDENT_EVENT, *METRIC_EVENTS},
             match=ResourceSpecification({"prefect.resource.id": "promotion.*", "promotion.service": service}),
             posture=Posture.Reactive,
             threshold=1,

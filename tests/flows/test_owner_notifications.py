@@ -6,6 +6,7 @@ owner's webhook; both received here by real HTTP servers on 127.0.0.1. Once per 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import re
 import threading
@@ -18,13 +19,19 @@ from typing import Any
 import pytest
 
 from promotion import signing
+from promotion.config import Owner, Pipeline
 from promotion.local_s3 import LocalS3
+from promotion.store import ArtifactStore
 from tests.flows.harness import EVIDENCE, Run, Setup, promotion_events, resume, wait_for_paused
 from tests.flows.test_deploy_and_rollback import World as DeployWorld
 from tests.flows.test_deploy_and_rollback import world  # noqa: F401 - a fixture, used by name
 from tests.flows.test_notifications import Inbox, promote
 from tests.flows.test_sweep_flow import pipeline_deployment  # noqa: F401 - a fixture, used by name
+from tests.promotion.test_metric_alerts import with_alerts
+from tests.promotion.test_metrics import NOW, Seeder
 from tests.promotion.test_sweep import DAY, World, make_world
+
+HOUR = dt.timedelta(hours=1)
 
 #: The webhook's signing secret: it must appear nowhere the product writes.
 SECRET = "whsec_" + base64.b64encode(uuid.uuid4().bytes + uuid.uuid4().bytes).decode()
@@ -343,3 +350,34 @@ def test_a_failed_verification_is_one_incident_with_its_rollback(
     assert data["headline"] == "Verification failed: api 2.0 -> dev"
     assert data["reasons"][0].startswith("http: ") and data["reasons"][-1] == f"rolled back to {good}"
     assert receiver.of("rolled_back", good) == []  # the restore is part of this incident, not a second one
+
+
+def test_owners_hear_of_metric_alerts_through_their_block(
+    store: ArtifactStore, pipeline: Pipeline, prefect_api: str, inbox: Inbox
+) -> None:
+    from prefect import flow
+
+    from flows.owner_notifications import ensure_owner_automations
+    from flows.sweep import metric_alerts
+
+    alerting = with_alerts(pipeline)
+    team = Owner(name="team-api", block=save_block(inbox, "team-api"))
+    services = [s.model_copy(update={"owners": [team]}) for s in alerting.services]
+    p = alerting.model_copy(update={"services": services})
+
+    @flow
+    def night(now: dt.datetime) -> list[str]:
+        return [t.kind for t in metric_alerts(p, store, now)]
+
+    try:
+        ensure_owner_automations(p, "pipe.yaml")
+        s = Seeder(store.ledger)
+        s.promoted("A", NOW - 10 * DAY, commit_time=NOW - 10 * DAY - HOUR)
+        s.promoted("B", NOW - 9 * DAY, commit_time=NOW - 9 * DAY - HOUR)
+        s.rolled_back("A", "B", NOW - 9 * DAY + HOUR, "verification failed: http: HTTP 500")
+        assert night(NOW) == ["crossed"]
+        crossed = inbox.wait_for("Metric crossed: api prod change_fail_rate")
+        assert "change_fail_rate 50.0% (above 15.0% crosses) (DORA band: low, over 30 days)" in crossed
+    finally:
+        ensure_owner_automations(pipeline, "pipe.yaml")
+    assert ours(p) == []
