@@ -7,8 +7,8 @@ only place that maps the error tree of :mod:`promotion.errors` to exit codes
 (:func:`exit_code_for`), as Prefect's ``PrefectTyper`` wraps each of its commands.
 
 Commands that only touch S3 (publish, attest, status, history, ledger verify, config validate,
-verify, plan, metrics) never import Prefect, which costs seconds to import; commands that talk to Prefect import it
-inside the command.
+verify, plan, metrics, report) never import Prefect, which costs seconds to import; commands that
+talk to Prefect import it inside the command.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from rich.table import Table
 from promotion.errors import PromotionError, UsageError
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from promotion.config import Pipeline
     from promotion.evidence_resume import Resumption
     from promotion.store import ArtifactStore, AttestResult
@@ -479,6 +481,27 @@ def history(
         err.print("no events yet")
 
 
+def _dora_scope(
+    pipeline: Pipeline, service: str | None, env: str | None, since: str
+) -> tuple[list[str], list[str], str, dt.timedelta]:
+    """The services, all environments, the environment measured (default prod, else the last
+    one) and the window (a timedelta) of ``promote metrics`` and ``promote report``."""
+    import datetime as dt
+
+    from promotion.config import parse_duration
+
+    names = [pipeline.service(service).name] if service else [s.name for s in pipeline.services]
+    envs = [e.name for e in pipeline.environments]
+    environment = pipeline.environment(env).name if env else ("prod" if "prod" in envs else envs[-1])
+    try:
+        window = parse_duration(since)
+    except ValueError as exc:
+        raise _usage(f"--since: {exc}") from None
+    if window <= dt.timedelta(0):
+        raise _usage(f"--since: {since!r} is an empty window")
+    return names, envs, environment, window
+
+
 @app.command()
 def metrics(
     service: Annotated[str | None, typer.Option("--service", "-s", help="Only this service.")] = None,
@@ -491,27 +514,58 @@ def metrics(
     """The five DORA metrics per service from the ledger, each with its DORA performance band."""
     import datetime as dt
 
-    from promotion.config import parse_duration
     from promotion.metrics.reading import measure
     from promotion.metrics.text import render
 
     store = _store()
-    pipeline = store.pipeline
-    names = [pipeline.service(service).name] if service else [s.name for s in pipeline.services]
-    envs = [e.name for e in pipeline.environments]
-    environment = pipeline.environment(env).name if env else ("prod" if "prod" in envs else envs[-1])
-    try:
-        window = parse_duration(since)
-    except ValueError as exc:
-        raise _usage(f"--since: {exc}") from None
-    if window <= dt.timedelta(0):
-        raise _usage(f"--since: {since!r} is an empty window")
+    names, _, environment, window = _dora_scope(store.pipeline, service, env, since)
     now = dt.datetime.now(dt.UTC)
     found = [measure(store.ledger, name, environment, now - window, now) for name in names]
     if as_json:
         _emit_json([m.model_dump(mode="json") for m in found])
         return
     out.print("\n\n".join(render(m) for m in found), markup=False, highlight=False)
+
+
+REPORT_PATH = Path("report.html")
+
+
+@app.command()
+def report(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = REPORT_PATH,
+    service: Annotated[str | None, typer.Option("--service", "-s", help="Only this service.")] = None,
+    env: Annotated[
+        str | None, typer.Option("--env", "-e", help="DORA figures for (default: prod, else the last one).")
+    ] = None,
+    since: Annotated[str, typer.Option("--since", help="Window, as the pipeline file's durations.")] = "90d",
+) -> None:
+    """The delivery dashboard: one self-contained HTML file (figures, charts, timelines, state)."""
+    import datetime as dt
+    import os
+
+    from promotion.dashboard.html import render
+    from promotion.dashboard.model import gather
+
+    store = _store()
+    names, envs, environment, window = _dora_scope(store.pipeline, service, env, since)
+    now = dt.datetime.now(dt.UTC)
+    found = gather(store.ledger, names, envs, environment, now - window, now)
+    page = render(found).encode()
+    # Written beside the target and renamed over it: a reader never opens half a report.
+    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
+    try:
+        partial.write_bytes(page)
+        partial.replace(output)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise _usage(f"-o {output}: cannot write the report ({exc.strerror or exc})") from None
+    out.print(str(output), markup=False, highlight=False)
+    out.print(
+        f"{len(found.services)} service(s), {found.deployments} deployment(s) to {environment}"
+        f" since {found.since:%Y-%m-%d %H:%M}Z",
+        markup=False,
+        highlight=False,
+    )
 
 
 def _stacks_of(store: ArtifactStore, service: str, digests: set[Any]) -> dict[str, str]:

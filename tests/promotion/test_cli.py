@@ -189,6 +189,7 @@ def test_s3_commands_do_not_import_prefect(config_file: Path, artifact: Path) ->
         f"             ['verify', {digest!r}], ['plan', 'api', {digest!r}],\n"
         "             ['status'], ['history', 'api'], ['ledger', 'verify'], ['config', 'validate'],\n"
         "             ['pending'], ['metrics'], ['metrics', '--json', '-s', 'api'],\n"
+        f"             ['report', '-o', {str(config_file.parent / 'report.html')!r}],\n"
         f"             ['attest', 'api', {digest!r}, '-e', 'other=' + {str(artifact)!r}]):\n"
         "    try:\n"
         f"        main(['-c', {str(config_file)!r}, *args])\n"
