@@ -5,6 +5,7 @@ Run it from the repository root::
     .venv/bin/python bench/bench_metrics.py                # 10,000 records, windows 7d 30d 90d, 3 repeats
     .venv/bin/python bench/bench_metrics.py --quick        # 2,000 records, 1 repeat
     .venv/bin/python bench/bench_metrics.py --records 10000 --windows 30d --out /tmp/metrics.json
+    .venv/bin/python bench/bench_metrics.py --report       # and the time of ``promote report``
 
 It starts its own SeaweedFS (:class:`promotion.local_s3.LocalS3`), seeds one service's ledger (not
 timed) and times, side by side in the same run (:func:`_common.paired`: alternating which goes
@@ -14,6 +15,10 @@ first):
   record older than the window (less the 1 h skew margin): O(records in the window).
 * baseline: the same arithmetic (``promotion.metrics.dora.compute``) over ``Ledger.records``,
   which lists and reads the whole ledger: what a reader without the window logic does.
+
+With ``--report``, also ``promote report``'s work (promotion.dashboard: gather the window and its
+weekly figures, timelines and state, render the HTML) against ``measure`` as its baseline, paired
+the same way: what the dashboard costs beyond the figures ``promote metrics`` prints.
 
 Both start from a fresh ``Ledger`` (no cached tip). Figures: wall time per call (median of the
 repeats), S3 requests per call (botocore ``after-call`` on the store's client, by operation in
@@ -53,6 +58,8 @@ from _common import (
 )
 
 from promotion.config import parse_duration, parse_pipeline
+from promotion.dashboard.html import render
+from promotion.dashboard.model import gather
 from promotion.digest import Digest
 from promotion.ledger import HEAD, Ledger
 from promotion.local_s3 import LocalS3
@@ -169,12 +176,43 @@ def bench_window(
     }
 
 
+def bench_report(
+    store: ArtifactStore, counter: S3RequestCounter, window: dt.timedelta, now: dt.datetime, repeats: int
+) -> dict[str, Any]:
+    since = now - window
+
+    def ours() -> tuple[float, int, int]:
+        counter.calls.clear()
+        t0 = time.perf_counter()
+        page = render(gather(Ledger(store.s3), [SERVICE], ["dev", "staging", "prod"], "prod", since, now))
+        return time.perf_counter() - t0, len(page.encode()), sum(counter.calls.values())
+
+    def baseline() -> tuple[float, DoraMetrics, int]:
+        return timed(lambda: measure(Ledger(store.s3), SERVICE, "prod", since, now), counter)
+
+    r_s, m_s, r_req, size = [], [], 0, 0
+    for i in range(repeats):
+        (rt, size, r_req), (mt, _, _) = paired(i, ours, baseline)
+        r_s.append(rt)
+        m_s.append(mt)
+    return {
+        "window_days": window.total_seconds() / 86400,
+        "report_s": r_s,
+        "metrics_s": m_s,
+        "report_median_s": median(r_s),
+        "metrics_median_s": median(m_s),
+        "report_requests": r_req,
+        "html_bytes": size,
+    }
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--records", type=int)
     ap.add_argument("--windows", nargs="+")
     ap.add_argument("--repeats", type=int)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--report", action="store_true", help="also time promote report (the HTML dashboard)")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR / "metrics.json")
     args = ap.parse_args(argv)
     fill_defaults(
@@ -192,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_facts(("boto3",))
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     rows: list[dict[str, Any]] = []
+    reports: list[dict[str, Any]] = []
     with LocalS3(bucket="bench-metrics") as server, aws_credentials(server):
         pipeline = parse_pipeline(
             PIPELINE.format(endpoint=server.endpoint_url, bucket=server.bucket, prefix=f"m{os.getpid()}")
@@ -205,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         counter.attach(store.s3.client)
         for w in args.windows:
             rows.append(bench_window(store, counter, parse_duration(w), now, args.repeats))
+            if args.report:
+                reports.append(bench_report(store, counter, parse_duration(w), now, args.repeats))
     machine["loadavg_at_end"] = os.getloadavg()
     total = time.perf_counter() - started
     print(f"\nDORA metrics of one service, {args.records} ledger records, median of {args.repeats}")
@@ -215,11 +256,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['ours_requests']:>6} {r['baseline_median_s']:>8.3f} {r['baseline_requests']:>6} "
             f"{r['speedup']:>6.1f}  {r['same_figures']}"
         )
+    if reports:
+        print(f"\npromote report (gather + HTML) vs promote metrics (measure), median of {args.repeats}")
+        print(f"{'window':>8} {'report s':>9} {'req':>6} {'KiB':>7} {'metrics s':>10}")
+        for r in reports:
+            print(
+                f"{r['window_days']:>7g}d {r['report_median_s']:>9.3f} {r['report_requests']:>6} "
+                f"{r['html_bytes'] / 1024:>7.1f} {r['metrics_median_s']:>10.3f}"
+            )
     print(load_and_total_line(machine, total))
     res = {
         "machine": machine,
         "params": {"records": args.records, "windows": args.windows, "repeats": args.repeats},
         "windows": rows,
+        "reports": reports,
         "total_s": total,
     }
     write_results(args.out, res)
