@@ -37,22 +37,13 @@ from promotion.gates import GateResult
 from promotion.local_s3 import LocalS3
 from promotion.models import ArtifactRecord, EnvState, Provenance
 from promotion.report import approval_description
+from tests.browser import chromium
 from tests.flows.harness import Run, Setup, wait_for_paused
 from tests.flows.test_suspended_approval import Served, wait_final, wait_suspended
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # An ordinary laptop window: the form's Decision control must show in it without scrolling.
 VIEWPORT = {"width": 1280, "height": 800}
 
@@ -134,18 +125,8 @@ def ui_url(prefect_api: str) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing in CI: .ci/run installs the Debian package chromium")
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium (the CI installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture
