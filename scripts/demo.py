@@ -6,8 +6,9 @@ example artifact with real evidence, and sends a signed webhook as CI would. The
 promotes dev → staging and pauses at prod for approval: the demo prints the Prefect UI page where
 the approval form waits, then approves through the CLI after a short countdown
 (DEMO_INTERACTIVE=1 waits for a person to approve in the UI instead). It ends with
-`promote status`, `promote history` and `promote metrics`, and stops everything it started, Ctrl-C
-included.
+`promote status`, `promote history`, `promote metrics` and `promote report` (the HTML dashboard,
+its path printed; DEMO_REPORT to choose it, default .demo/report.html), and stops everything it
+started, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+#: Outside the demo's temporary directory (removed at the end), so that it can still be opened.
+REPORT = Path(os.environ.get("DEMO_REPORT", REPO / ".demo" / "report.html")).resolve()
 
 from promotion.local_s3 import LocalS3  # noqa: E402
 from promotion.signing import standard_webhooks_key, standard_webhooks_signature  # noqa: E402
@@ -290,6 +293,10 @@ def main() -> int:
         promote(env, "ledger", "verify")
         say("Delivery metrics (DORA), from the ledger alone")
         promote(env, "metrics", "--service", "hello")
+        say("The delivery dashboard: one HTML file to open in a browser")
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        promote(env, "report", "--service", "hello", "-o", str(REPORT))
+        print(f"report written: {REPORT}", flush=True)
         say(f"Done in {time.monotonic() - started:.0f}s; stopping everything the demo started")
         if final["state_type"] != "COMPLETED":
             return 1

@@ -18,14 +18,15 @@ def _closed(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def test_demo_runs_end_to_end_and_cleans_up() -> None:
+def test_demo_runs_end_to_end_and_cleans_up(tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
     r = subprocess.run(
         [sys.executable, "-u", str(REPO / "scripts" / "demo.py")],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=REPO,
-        env={**os.environ, "DEMO_COUNTDOWN": "1"},
+        env={**os.environ, "DEMO_COUNTDOWN": "1", "DEMO_REPORT": str(report)},
     )
     out = r.stdout
     assert r.returncode == 0, out[-4000:] + r.stderr[-4000:]
@@ -45,6 +46,10 @@ def test_demo_runs_end_to_end_and_cleans_up() -> None:
     for env in ("dev", "staging", "prod"):
         assert re.search(rf"hello\s+│\s+{env}\s+│\s+{digest.group(1)}", out), env
     assert re.search(r"ok\s+hello: 6 records", out)  # published, promoted x3, approval_requested, approval
+    # it ends with the dashboard, its path printed, showing the three promotions of hello
+    assert out.index("$ promote metrics") < out.index(f"report written: {report}\n")
+    page = report.read_text(encoding="utf-8")
+    assert "<h2>hello</h2>" in page and "1 deployment(s) to prod" in page and "alice approved" in page
     ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)", out)]
     assert ports and all(_closed(p) for p in set(ports))
 
