@@ -16,7 +16,9 @@
    ``promotion.drift.detected`` / ``promotion.flagged`` are emitted;
 6. each service's ``alerts`` thresholds are checked against its DORA metrics
    (promotion/metrics/alerts.py): ``promotion.metric.crossed`` when one is crossed,
-   ``promotion.metric.recovered`` when it comes back, once each.
+   ``promotion.metric.recovered`` when it comes back, once each;
+7. the delivery summary (``promote report``'s figures per service) is written as the table
+   artifact ``delivery-summary`` and the markdown artifact ``delivery-summary-figures``.
 
 Dry run changes nothing: no ledger writes, no copies, no runs, no deletes, no events (automations
 may act on events); the table artifact says what would have happened.
@@ -60,6 +62,8 @@ if TYPE_CHECKING:
 _logging.install()
 
 ARTIFACT_KEY = "nightly-sweep"
+#: The delivery summary (promotion/dashboard/summary.py): the table; its markdown adds "-figures".
+SUMMARY_KEY = "delivery-summary"
 #: Runs the sweep starts carry this tag, so they can be found (and told from webhook runs).
 RUN_TAG = "nightly-sweep"
 #: Proposals named one per line in the run log; the table artifact lists them all.
@@ -277,6 +281,26 @@ def metric_alerts(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) ->
     return told
 
 
+def delivery_summary(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) -> None:
+    """The dashboard's figures per service (``promote report``'s default window) as a table and
+    a markdown artifact. Read-only; an S3 error is logged, never a figure (nothing is recorded)."""
+    from promotion.dashboard import summary
+    from promotion.dashboard.model import gather
+
+    envs = [e.name for e in pipeline.environments]
+    environment = "prod" if "prod" in envs else envs[-1]
+    try:
+        found = gather(
+            store.ledger, [s.name for s in pipeline.services], envs, environment, now - summary.WINDOW, now
+        )
+    except PromotionError as exc:
+        get_run_logger().error("delivery summary not written: %s: %s", type(exc).__name__, exc)
+        return
+    described = f"{len(found.services)} service(s), {found.deployments} deployment(s) to {environment}"
+    report.table(SUMMARY_KEY, summary.rows(found), described)
+    report.markdown(SUMMARY_KEY + "-figures", summary.markdown(found), described)
+
+
 def _summary(rep: SweepReport) -> str:
     runs = [r for r in rep.runs if r.outcome in ("started", "already open")]
     drift = sum(len(s.drift) for s in rep.services)
@@ -342,6 +366,7 @@ def nightly_sweep(
         requests = start_runs(requests)
         _events(reports, pipeline, store)
         metric_alerts(pipeline, store, now)
+    delivery_summary(pipeline, store, now)
     rep = SweepReport(
         now=now,
         date=date,
