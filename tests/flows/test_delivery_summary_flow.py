@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import TYPE_CHECKING
 
 from promotion.config import Pipeline
 from promotion.store import ArtifactStore
 from tests.promotion.test_report import seed_report
 
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import Artifact
+
 D = dt.timedelta(days=1)
 
 
-def _latest(key: str) -> object:
+def _latest(key: str) -> Artifact:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
@@ -39,16 +43,16 @@ def test_sweep_writes_the_delivery_summary(
 
     night()
     table = _latest(SUMMARY_KEY)
-    assert table.type == "table"  # type: ignore[attr-defined]
-    assert table.description == "2 service(s), 2 deployment(s) to prod"  # type: ignore[attr-defined]
-    rows = json.loads(str(table.data))  # type: ignore[attr-defined]
+    assert table.type == "table"
+    assert table.description == "2 service(s), 2 deployment(s) to prod"
+    rows = json.loads(str(table.data))
     api = next(r for r in rows if r["service"] == "api")
     assert (api["environment"], api["deployments"], api["lead_time_p50"]) == ("prod", 2, "8h")
     assert api["change_fail_rate"] == "0.0%" and api["running"] == "sha256:3f39d5c348e5 for 12d"
     web = next(r for r in rows if r["service"] == "web")
     assert (web["deployments"], web["lead_time_p50"], web["running"]) == (0, "-", "-")
     md = _latest(SUMMARY_KEY + "-figures")
-    text = str(md.data)  # type: ignore[attr-defined]
-    assert md.type == "markdown"  # type: ignore[attr-defined]
+    text = str(md.data)
+    assert md.type == "markdown"
     assert text.startswith("# Delivery summary: 90 days to ")
     assert "| api | 2 | 0.02 | 8h | 0.0% | - | sha256:3f39d5c348e5 for 12d |" in text
