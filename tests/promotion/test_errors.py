@@ -106,6 +106,7 @@ STATUS = {
     "PrefectRefused": 503,
     "LockTimeout": 503,
     "LockLost": 503,
+    "NotificationFailed": 503,
 }
 NOT_A_DELIVERY_ANSWER = 500
 
