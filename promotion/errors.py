@@ -35,6 +35,7 @@ The hierarchy, and what each branch means for a digest::
     │   ├── PrefectUnreachable           Prefect API down, wrong URL                   (transient)
     │   ├── LockTimeout, LockLost        another promotion held the lock / took it over
     │   ├── ReceiverUnavailable          the webhook receiver cannot reach Prefect or S3 (503)
+    │   ├── NotificationFailed           an owner's webhook could not be told (logged only)
     │   └── AccessDenied, BucketNotFound, StoreCredentialsMissing,
     │       PrefectRefused               configuration: credentials, bucket, auth, API version
     │   (StoreUnreachable, StoreUnavailable, AccessDenied, BucketNotFound and
