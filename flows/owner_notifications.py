@@ -18,11 +18,9 @@ from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import Automation, AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
-from prefect.exceptions import ObjectNotFound
 
-from flows.setup import notification_scope
+from flows.setup import block_document_id, notification_scope, upsert_automation
 from promotion.config import Owner, Pipeline
-from promotion.errors import ConfigError
 
 INCIDENT_EVENT = "promotion.incident"
 #: The nightly sweep's metric alerts (services[].alerts, flows/sweep.py): owners hear of them too.
@@ -84,18 +82,7 @@ def owner_automation(
 def _block_id(client: SyncPrefectClient, service: str, owner: Owner, source: str) -> UUID:
     assert owner.block is not None
     kind, _, name = owner.block.partition("/")
-    try:
-        doc = client.read_block_document_by_name(name, kind, include_secrets=False)
-    except ObjectNotFound:
-        raise ConfigError(
-            source,
-            [
-                f"services[{service}].owners[{owner.name}].block: no {kind} block named {name!r} on the "
-                f"Prefect server at {client.api_url}; create it and run setup again"
-            ],
-        ) from None
-    assert doc.id is not None
-    return doc.id
+    return block_document_id(client, kind, name, source, f"services[{service}].owners[{owner.name}].block")
 
 
 def ensure_owner_automations(pipeline: Pipeline, source: str) -> list[Automation]:
@@ -123,13 +110,6 @@ def ensure_owner_automations(pipeline: Pipeline, source: str) -> list[Automation
                     client.delete_automation(old.id)
         result: list[Automation] = []
         for name, automation in wanted.items():
-            found = sorted(existing.get(name, []), key=lambda a: str(a.id))
-            if not found:
-                client.create_automation(automation)
-            else:
-                keep, *extra = found
-                for dup in extra:  # two setups racing each other: keep one
-                    client.delete_automation(dup.id)
-                client.update_automation(keep.id, automation)
+            upsert_automation(client, automation, existing.get(name, []))
             result += client.read_automations_by_name(name)
         return result

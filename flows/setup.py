@@ -88,18 +88,39 @@ def crash_automation() -> AutomationCore:
     )
 
 
+def upsert_automation(client: SyncPrefectClient, wanted: AutomationCore, existing: list[Automation]) -> None:
+    """Create ``wanted``, or bring the existing automation of its name back to it; one only."""
+    if not existing:
+        client.create_automation(wanted)
+        return
+    keep, *extra = sorted(existing, key=lambda a: str(a.id))
+    for dup in extra:  # two setups racing each other: keep one
+        client.delete_automation(dup.id)
+    client.update_automation(keep.id, wanted)
+
+
+def block_document_id(
+    client: SyncPrefectClient, block_type: str, block_name: str, source: str, field: str, hint: str = ""
+) -> UUID:
+    """The id of a notification block, or a one-line :class:`ConfigError` naming the file's field."""
+    try:
+        doc = client.read_block_document_by_name(block_name, block_type, include_secrets=False)
+    except ObjectNotFound:
+        raise ConfigError(
+            source,
+            [
+                f"{field}: no {block_type} block named {block_name!r} on the Prefect server at "
+                f"{client.api_url}; create it{hint} and run setup again"
+            ],
+        ) from None
+    assert doc.id is not None
+    return doc.id
+
+
 def ensure_crash_automation() -> list[Automation]:
     """Create the automation, or bring an existing one back to this definition; one only."""
-    wanted = crash_automation()
     with get_client(sync_client=True) as client:
-        existing = client.read_automations_by_name(CRASH_AUTOMATION)
-        if not existing:
-            client.create_automation(wanted)
-        else:
-            keep, *extra = sorted(existing, key=lambda a: str(a.id))
-            for dup in extra:  # two setups racing each other: keep one
-                client.delete_automation(dup.id)
-            client.update_automation(keep.id, wanted)
+        upsert_automation(client, crash_automation(), client.read_automations_by_name(CRASH_AUTOMATION))
         return client.read_automations_by_name(CRASH_AUTOMATION)
 
 
@@ -190,19 +211,14 @@ def _notification_block_id(client: SyncPrefectClient, pipeline: Pipeline, source
     notify = pipeline.notifications.approvals
     if notify is None:
         return None
-    try:
-        doc = client.read_block_document_by_name(notify.block_name, notify.block_type, include_secrets=False)
-    except ObjectNotFound:
-        raise ConfigError(
-            source,
-            [
-                f"notifications.approvals.block: no {notify.block_type} block named "
-                f"{notify.block_name!r} on the Prefect server at {client.api_url}; create it "
-                "(Prefect UI: Blocks, or Python: SlackWebhook(url=...).save(NAME)) and run setup again"
-            ],
-        ) from None
-    assert doc.id is not None
-    return doc.id
+    return block_document_id(
+        client,
+        notify.block_type,
+        notify.block_name,
+        source,
+        "notifications.approvals.block",
+        " (Prefect UI: Blocks, or Python: SlackWebhook(url=...).save(NAME))",
+    )
 
 
 def ensure_notification_automations(pipeline: Pipeline, source: str) -> list[Automation]:
@@ -223,13 +239,6 @@ def ensure_notification_automations(pipeline: Pipeline, source: str) -> list[Aut
                 for old in existing:
                     client.delete_automation(old.id)
                 continue
-            wanted = notification_automation(kind, pipeline, block_id)
-            if not existing:
-                client.create_automation(wanted)
-            else:
-                keep, *extra = existing
-                for dup in extra:  # two setups racing each other: keep one
-                    client.delete_automation(dup.id)
-                client.update_automation(keep.id, wanted)
+            upsert_automation(client, notification_automation(kind, pipeline, block_id), existing)
             result += client.read_automations_by_name(name)
     return result
