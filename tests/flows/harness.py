@@ -96,13 +96,13 @@ def resume(run_id: str, decision: str, approver: str, reason: str = "") -> None:
     resume_flow_run(UUID(run_id), run_input={"decision": decision, "approver": approver, "reason": reason})
 
 
-def promotion_events(
-    api: str, digest: Digest, expected: set[str], timeout: float = 30
+def filtered_events(
+    api: str, body: dict[str, Any], expected: set[str], timeout: float = 30
 ) -> list[dict[str, Any]]:
-    """Promotion events about ``digest``, once all ``expected`` names are persisted (async)."""
+    """The events ``body`` (an /events/filter request) selects, once all ``expected`` names are
+    among them: the server persists events asynchronously."""
     import httpx
 
-    body = {"filter": {"any_resource": {"id": [f"promotion.digest.{digest}"]}}, "limit": 50}
     deadline = time.monotonic() + timeout
     events: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -112,7 +112,17 @@ def promotion_events(
         if expected <= {e["event"] for e in events}:
             return events
         time.sleep(0.5)  # polling for a condition, with a deadline
-    raise AssertionError(f"events {expected - {e['event'] for e in events}} never arrived")
+    raise AssertionError(
+        f"events {expected - {e['event'] for e in events}} never arrived: {[e['event'] for e in events]}"
+    )
+
+
+def promotion_events(
+    api: str, digest: Digest, expected: set[str], timeout: float = 30
+) -> list[dict[str, Any]]:
+    """Promotion events about ``digest``, once all ``expected`` names are persisted (async)."""
+    body = {"filter": {"any_resource": {"id": [f"promotion.digest.{digest}"]}}, "limit": 50}
+    return filtered_events(api, body, expected, timeout)
 
 
 def stage_artifact(key: str) -> str:

@@ -4,13 +4,11 @@ a threshold stays crossed, then ``promotion.metric.recovered`` once, about the s
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
-
-import httpx
 
 from promotion.config import Pipeline
 from promotion.store import ArtifactStore
+from tests.flows.harness import filtered_events
 from tests.promotion.test_metric_alerts import with_alerts
 from tests.promotion.test_metrics import NOW, Seeder
 
@@ -29,16 +27,7 @@ def metric_events(api: str, since: dt.datetime, until_seen: str, timeout: float 
         },
         "limit": 50,
     }
-    deadline = time.monotonic() + timeout
-    events: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        r = httpx.post(f"{api}/events/filter", json=body)
-        r.raise_for_status()
-        events = r.json()["events"]
-        if until_seen in {e["event"] for e in events}:
-            return events
-        time.sleep(0.5)  # polling for a condition, with a deadline
-    raise AssertionError(f"{until_seen} never arrived: {[e['event'] for e in events]}")
+    return filtered_events(api, body, {until_seen}, timeout)
 
 
 def test_crossing_and_recovery_events(store: ArtifactStore, pipeline: Pipeline, prefect_api: str) -> None:
