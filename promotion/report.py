@@ -11,7 +11,8 @@ from promotion.gates import GateResult
 from promotion.models import ArtifactRecord, EnvState
 
 
-def _cell(value: object) -> str:
+def markdown_cell(value: object) -> str:
+    """``value`` as the text of one Markdown table cell: pipes escaped, on one line."""
     text = "" if value is None else str(value)
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -29,7 +30,7 @@ def gate_table(results: Sequence[GateResult]) -> str:
         rows.append(
             "| "
             + " | ".join(
-                _cell(x)
+                markdown_cell(x)
                 for x in (
                     r.gate,
                     r.kind,
@@ -49,8 +50,8 @@ def decisions_table(decisions: Sequence[tuple[Decision, bool, str]]) -> str:
         return "_no decisions yet_\n"
     rows = ["| approver | decision | counted | reason |", "|---|---|---|---|"]
     for d, accepted, why in decisions:
-        counted = "yes" if accepted else "no: " + _cell(why)
-        rows.append(f"| {_cell(d.approver)} | {d.decision} | {counted} | {_cell(d.reason)} |")
+        counted = "yes" if accepted else "no: " + markdown_cell(why)
+        rows.append(f"| {markdown_cell(d.approver)} | {d.decision} | {counted} | {markdown_cell(d.reason)} |")
     return "\n".join(rows) + "\n"
 
 

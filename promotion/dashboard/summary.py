@@ -9,7 +9,7 @@ from typing import Any
 
 from promotion.config import format_duration
 from promotion.dashboard.model import Report, ServiceReport
-from promotion.report import _cell
+from promotion.report import markdown_cell
 
 #: The window of the sweep's summary: ``promote report``'s default.
 WINDOW = dt.timedelta(days=90)
@@ -51,15 +51,16 @@ def markdown(report: Report) -> str:
     days = (report.generated_at - report.since).total_seconds() / 86400
     lines = [
         f"# Delivery summary: {days:g} days to {report.generated_at:%Y-%m-%d %H:%M}Z,"
-        f" DORA figures for {_cell(report.environment)}",
+        f" DORA figures for {markdown_cell(report.environment)}",
         "",
         "| service | deployments | per day | lead time p50 | change fail rate | recovery p50 | running |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows(report):
         lines.append(
-            f"| {_cell(r['service'])} | {r['deployments']} | {r['per_day']:.2f} | {r['lead_time_p50']} | "
-            f"{r['change_fail_rate']} | {r['recovery_time_p50']} | {_cell(r['running'])} |"
+            f"| {markdown_cell(r['service'])} | {r['deployments']} | {r['per_day']:.2f} | "
+            f"{r['lead_time_p50']} | {r['change_fail_rate']} | {r['recovery_time_p50']} | "
+            f"{markdown_cell(r['running'])} |"
         )
     lines += ["", "`promote report -o report.html` draws the same figures per week, with the timelines."]
     return "\n".join(lines) + "\n"
