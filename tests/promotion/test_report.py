@@ -197,6 +197,44 @@ def test_cli_report(config_file: Path, store: ArtifactStore, tmp_path: Path) -> 
     assert len(unwritable.stderr.splitlines()) == 1 and not nowhere.parent.exists()
 
 
+def test_cli_report_env(config_file: Path, store: ArtifactStore, tmp_path: Path) -> None:
+    """``--env staging``: the figures, charts and summary are staging's, not prod's.
+
+    Staging: A (no commit time), S1 (hotfix, 6h after its commit), S2 (2h): 3 deployments in 30
+    days (0.10/day), lead time p50 4h (median of 6h and 2h), A failed (the hotfix followed it):
+    1/3, rework 1/3. Prod (seed_report) would be 2 deployments, 8h, 0.0% and 0.0%.
+    """
+    now = dt.datetime.now(dt.UTC)
+    t0 = now - 20 * D
+    seed_report(store.ledger, t0)
+    s = Seeder(store.ledger)
+    s.promoted("S1", t0 + 4 * D, env="staging", commit_time=t0 + 4 * D - 6 * H, unplanned=True)
+    s.promoted("S2", t0 + 6 * D, env="staging", commit_time=t0 + 6 * D - 2 * H)
+    out = tmp_path / "staging.html"
+    r = promote(
+        "-c", str(config_file), "report", "--env", "staging", "--since", "30d", "-s", "api", "-o", str(out)
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1].startswith("1 service(s), 3 deployment(s) to staging since ")
+    page = out.read_text(encoding="utf-8")
+    assert "DORA figures for staging</p>" in page
+    assert "<p class=summary>3 deployment(s) to staging in 30 days</p>" in page
+    for name, figure, band in (
+        ("deployment frequency", "0.10/day", "medium"),
+        ("change lead time p50", "4h", "elite"),
+        ("change fail rate", "33.3%", "low"),
+        ("rework rate", "33.3%", "-"),
+    ):
+        assert f"<tr><td>{name}</td><td class=figure>{figure}</td><td>{band}</td></tr>" in page, name
+    assert "Deployments per week to staging" in page
+    assert "to prod" not in page  # prod's summary and chart are not shown (its figures: the loop)
+    # the timelines stay per environment (what was promoted where), prod's included
+    assert 'data-environment="staging"' in page and 'data-environment="prod"' in page
+    unknown = promote("-c", str(config_file), "report", "--env", "qa", "-o", str(out))
+    assert unknown.returncode == 2 and unknown.stderr.startswith("UnknownEnvironment: "), unknown.stderr
+    assert len(unknown.stderr.splitlines()) == 1
+
+
 def test_weeks_do_not_count_a_boundary_twice(store: ArtifactStore) -> None:
     Seeder(store.ledger).promoted("W", SINCE + 7 * D, commit_time=SINCE + 7 * D - H)
     (api,) = gather(store.ledger, ["api"], ENVS, "prod", SINCE, NOW).services
