@@ -281,9 +281,11 @@ def metric_alerts(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) ->
     return told
 
 
-def delivery_summary(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) -> None:
+def delivery_summary(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) -> str | None:
     """The dashboard's figures per service (``promote report``'s default window) as a table and
-    a markdown artifact. Read-only; an S3 error is logged, never a figure (nothing is recorded)."""
+    a markdown artifact. Read-only: an S3 error is logged and returned (the sweep then fails, as
+    for any ledger it could not read), never a figure; nothing is recorded and no artifact is
+    written, so the last one written stays, with its own date."""
     from promotion.dashboard import summary
     from promotion.dashboard.model import gather
 
@@ -294,11 +296,13 @@ def delivery_summary(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime)
             store.ledger, [s.name for s in pipeline.services], envs, environment, now - summary.WINDOW, now
         )
     except PromotionError as exc:
-        get_run_logger().error("delivery summary not written: %s: %s", type(exc).__name__, exc)
-        return
+        error = f"delivery summary not written: {type(exc).__name__}: {exc}"
+        get_run_logger().error("%s", error)
+        return error
     described = f"{len(found.services)} service(s), {found.deployments} deployment(s) to {environment}"
     report.table(SUMMARY_KEY, summary.rows(found), described)
     report.markdown(SUMMARY_KEY + "-figures", summary.markdown(found), described)
+    return None
 
 
 def _summary(rep: SweepReport) -> str:
@@ -366,7 +370,7 @@ def nightly_sweep(
         requests = start_runs(requests)
         _events(reports, pipeline, store)
         metric_alerts(pipeline, store, now)
-    delivery_summary(pipeline, store, now)
+    summary_error = delivery_summary(pipeline, store, now)
     rep = SweepReport(
         now=now,
         date=date,
@@ -386,7 +390,7 @@ def nightly_sweep(
         logger.info(
             "... and %d more proposals: see the %s artifact", len(proposals) - LOG_PROPOSALS, ARTIFACT_KEY
         )
-    errors = rep.errors
+    errors = rep.errors + ([summary_error] if summary_error else [])
     if errors:
         for e in errors:
             logger.error("%s", e)
