@@ -15,7 +15,7 @@ from promotion.models import ArtifactRecord, EnvState, utcnow
 
 if TYPE_CHECKING:
     from promotion.config import Pipeline
-    from promotion.owners import IncidentKind
+    from promotion.owners import Claim, IncidentKind
     from promotion.s3 import S3
 
 
@@ -190,9 +190,11 @@ def tell_owners(
     """Tell the service's owners of an incident, once per DEDUPE_WINDOW; never raises.
 
     One ``promotion.incident`` event (promote setup's automations send it through each owner's
-    block), one signed POST per webhook owner. Telling is best effort: a failure is logged and
-    leaves no marker, so the next retry of the same incident tries again; the run's own outcome
-    does not depend on it.
+    block), one signed POST per webhook owner. Only the process that wins the claim (a
+    conditional write, promotion.owners.claim) tells: two retries, or a stage and the sweep,
+    meeting the incident at once tell it once. Telling is best effort: a failure is logged and
+    the claim released, so the next retry of the same incident tries again; the run's own
+    outcome does not depend on it.
     """
     from prefect import get_run_logger
     from prefect.runtime import flow_run
@@ -218,30 +220,53 @@ def tell_owners(
             owners=[o.name for o in owners],
         )
         now = utcnow()
-        if told.already_told(s3, incident, now):
+        held = told.claim(s3, told.marker_key(s3, incident), now)
+        if held is None:
             logger.info("owners of %s already told of %s (%s) within the hour", service, kind, digest.short)
             return
-        event(
-            "incident",
-            service=service,
-            environment=environment,
-            digest=digest,
-            payload=incident.payload(),
-            event_id=told.event_id(incident, now),
-        )
-        reached = [o.name for o in owners if o.block is not None]
+        reached: list[str] = []
         failed = False
-        for owner in owners:
-            if owner.webhook is None:
-                continue
-            try:
-                told.send_webhook(owner.name, owner.webhook, incident, told.message_id(incident, now))
-                reached.append(owner.name)
-            except Exception as exc:  # noqa: BLE001 - one owner's broken webhook must not stop the rest
-                failed = True
-                logger.warning("could not tell %s", exc)
-        if not failed:
-            told.mark_told(s3, incident, now, reached)
+        try:
+            event(
+                "incident",
+                service=service,
+                environment=environment,
+                digest=digest,
+                payload=incident.payload(),
+                event_id=told.event_id(incident, now),
+            )
+            reached = [o.name for o in owners if o.block is not None]
+            for owner in owners:
+                if owner.webhook is None:
+                    continue
+                try:
+                    told.send_webhook(owner.name, owner.webhook, incident, told.message_id(incident, now))
+                    reached.append(owner.name)
+                except Exception as exc:  # noqa: BLE001 - one owner's broken webhook must not stop the rest
+                    failed = True
+                    logger.warning("could not tell %s", exc)
+        except BaseException:
+            _release(s3, held, logger)
+            raise
+        if failed:
+            _release(s3, held, logger)
+        else:
+            told.settle(s3, held, now, reached)
         logger.info("told %s of %s: %s", ", ".join(reached) or "nobody", kind, incident.headline)
     except Exception as exc:  # noqa: BLE001 - telling must never change the run's outcome
         logger.warning("could not tell the owners of %s: %s: %s", service, type(exc).__name__, exc)
+
+
+def _release(s3: S3, held: Claim, logger: Any) -> None:
+    """Give up a claim whose telling failed, so the next retry tells (promotion.owners.release)."""
+    from promotion import owners as told
+
+    try:
+        told.release(s3, held)
+    except Exception as exc:  # noqa: BLE001 - the claim then expires after CLAIM_LEASE
+        logger.warning(
+            "could not release the claim to tell (%s: %s): the same incident is told again when met after %s",
+            type(exc).__name__,
+            exc,
+            told.CLAIM_LEASE,
+        )

@@ -27,6 +27,7 @@ may act on events); the table artifact says what would have happened.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 from prefect import flow, get_run_logger, task
@@ -37,7 +38,7 @@ from prefect.states import Completed, Failed
 
 from flows import _logging
 from flows import _report as report
-from promotion.config import Pipeline, load_pipeline
+from promotion.config import Pipeline, Service, load_pipeline
 from promotion.errors import PromotionError
 from promotion.models import utcnow
 from promotion.store import ArtifactStore
@@ -272,13 +273,56 @@ def metric_alerts(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) ->
                         "band": t.band,
                         "summary": t.reading.describe(),
                     },
+                    id=metric_event_id(t),
                 )
                 logger.warning("%s/%s: metric %s: %s", t.service, t.environment, t.kind, t.reading.describe())
+                _tell_webhook_owners(service, store, t, now)
             save_state(store.s3, state)
             told += changes
         except PromotionError as exc:
             logger.error("metric alerts of %s not checked: %s: %s", service.name, type(exc).__name__, exc)
     return told
+
+
+def metric_event_id(t: Transition) -> uuid.UUID:
+    """The same for every sweep that finds this transition: Prefect drops a repeat of the event."""
+    from promotion.owners import NAMESPACE
+
+    return uuid.uuid5(NAMESPACE, f"metric-event:{t.transition_id}")
+
+
+def _tell_webhook_owners(service: Service, store: ArtifactStore, t: Transition, now: dt.datetime) -> None:
+    """POST the signed ``promotion.metric.<kind>`` to the service's webhook owners, once per
+    transition (block owners hear of it through their automation, from the event). Claimed like
+    an incident (promotion.owners.claim), so a sweep that died before saving the alert state, or
+    two sweeps at once, do not send it again; a failed POST releases the claim: the next sweep
+    finds the same transition and tries again. Never raises: the alert state is saved anyway."""
+    from promotion import owners
+
+    hooks = [(o.name, o.webhook) for o in service.owners if o.webhook is not None]
+    if not hooks:
+        return
+    logger = get_run_logger()
+    try:
+        held = owners.claim(store.s3, owners.metric_marker_key(store.s3, t), now, owners.METRIC_TOLD_WINDOW)
+        if held is None:
+            logger.info("webhook owners of %s already told of %s %s", t.service, t.reading.metric, t.kind)
+            return
+        msg_id = owners.metric_message_id(t)
+        body = owners.metric_webhook_body(t, msg_id)
+        reached: list[str] = []
+        for name, webhook in hooks:
+            try:
+                owners.send_signed(name, webhook, msg_id, body)
+                reached.append(name)
+            except Exception as exc:  # noqa: BLE001 - one owner's broken webhook must not stop the rest
+                logger.warning("could not tell %s", exc)
+        if len(reached) == len(hooks):
+            owners.settle(store.s3, held, now, reached)
+        else:
+            owners.release(store.s3, held)
+    except Exception as exc:  # noqa: BLE001 - telling must never stop the alert step
+        logger.warning("could not tell the webhook owners of %s: %s: %s", t.service, type(exc).__name__, exc)
 
 
 def delivery_summary(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) -> str | None:

@@ -22,7 +22,7 @@ import json
 import os
 import time
 import uuid
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict
@@ -30,13 +30,19 @@ from pydantic import BaseModel, ConfigDict
 from promotion import signing
 from promotion.config import OwnerWebhook
 from promotion.digest import Digest
-from promotion.errors import NotificationFailed
+from promotion.errors import NotificationFailed, PreconditionFailed
 from promotion.s3 import S3
 
-IncidentKind = Literal["gate_failed", "rejected", "rolled_back", "verification_failed", "drift", "flagged"]
+if TYPE_CHECKING:
+    from promotion.metrics.alerts import Transition
+
+IncidentKind = Literal[
+    "gate_failed", "rejected", "timed_out", "rolled_back", "verification_failed", "drift", "flagged"
+]
 INCIDENT_KINDS: tuple[IncidentKind, ...] = (
     "gate_failed",
     "rejected",
+    "timed_out",
     "rolled_back",
     "verification_failed",
     "drift",
@@ -45,6 +51,7 @@ INCIDENT_KINDS: tuple[IncidentKind, ...] = (
 HEADLINES: dict[IncidentKind, str] = {
     "gate_failed": "Gate failed",
     "rejected": "Rejected",
+    "timed_out": "Approval timed out",
     "rolled_back": "Rolled back",
     "verification_failed": "Verification failed",
     "drift": "Drift",
@@ -57,7 +64,18 @@ DEDUPE_WINDOW = dt.timedelta(hours=1)
 #: A webhook receiver that does not answer within this is a failed delivery (retried next time).
 WEBHOOK_TIMEOUT_S = 10.0
 
-_NAMESPACE = uuid.UUID("6f1d1c4e-3a55-4f0e-9a57-0d5b9f3f6c11")  # this product's incident ids
+#: A claim to tell (:func:`claim`) that is neither told nor released after this long is dead: its
+#: process crashed mid-telling, or could not release it. Far above one telling (an event and a
+#: POST per webhook owner, each at most WEBHOOK_TIMEOUT_S), so a live telling is never taken over.
+CLAIM_LEASE = dt.timedelta(minutes=2)
+
+#: A metric transition's marker says "told" this long: past the next night, whose sweep finds the
+#: same transition again when the one that told it died before saving the alert state. Not
+#: forever: the alert state, if lost after a recovery, names the next crossing like the first,
+#: and that one must be told (telling twice beats never telling).
+METRIC_TOLD_WINDOW = dt.timedelta(days=7)
+
+NAMESPACE = uuid.UUID("6f1d1c4e-3a55-4f0e-9a57-0d5b9f3f6c11")  # this product's incident ids
 
 
 class Incident(BaseModel):
@@ -104,33 +122,105 @@ def window_start(now: dt.datetime) -> int:
 
 def message_id(incident: Incident, now: dt.datetime) -> str:
     """The same for every telling of one incident in one window: the event id, the webhook-id."""
-    return f"msg_{uuid.uuid5(_NAMESPACE, f'{incident.key}:{window_start(now)}').hex}"
+    return f"msg_{uuid.uuid5(NAMESPACE, f'{incident.key}:{window_start(now)}').hex}"
 
 
 def event_id(incident: Incident, now: dt.datetime) -> uuid.UUID:
-    return uuid.uuid5(_NAMESPACE, f"{incident.key}:{window_start(now)}")
+    return uuid.uuid5(NAMESPACE, f"{incident.key}:{window_start(now)}")
 
 
-def _marker(s3: S3, incident: Incident) -> str:
+def marker_key(s3: S3, incident: Incident) -> str:
     name = hashlib.sha256(incident.key.encode()).hexdigest()[:32]
     return s3.key("notified", incident.service, f"{incident.kind}-{name}.json")
 
 
-def already_told(s3: S3, incident: Incident, now: dt.datetime) -> bool:
-    """Whether this incident was told less than DEDUPE_WINDOW ago (its marker says when)."""
-    raw = s3.get(_marker(s3, incident))
-    if raw is None:
-        return False
+class Claim(BaseModel):
+    """This process holds the right to tell: the marker it wrote, at that ETag."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    etag: str
+    token: str
+
+
+def _marker_body(state: Literal["telling", "told"], now: dt.datetime, token: str, owners: list[str]) -> bytes:
+    return json.dumps({"state": state, "at": now.isoformat(), "token": token, "owners": owners}).encode()
+
+
+def _holds(raw: bytes, now: dt.datetime, window: dt.timedelta | None, token: str) -> bool | None:
+    """Whether a marker found stops this process from telling: True (someone told, or is
+    telling), False (stale: take it over), None (it is this process's own claim)."""
     try:
-        told = dt.datetime.fromisoformat(json.loads(raw)["told_at"])
-    except (ValueError, KeyError, TypeError):
+        marker = json.loads(raw)
+        state = marker.get("state", "told")  # markers written before claims were told ones
+        at = dt.datetime.fromisoformat(marker.get("at") or marker["told_at"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         return False  # an unreadable marker: telling twice beats never telling
-    return now - told < DEDUPE_WINDOW
+    if marker.get("token") == token:
+        return None
+    if state == "telling":
+        return now - at < CLAIM_LEASE
+    return window is None or now - at < window
 
 
-def mark_told(s3: S3, incident: Incident, now: dt.datetime, told: list[str]) -> None:
-    body = {"key": incident.key, "told_at": now.isoformat(), "owners": told}
-    s3.put(_marker(s3, incident), json.dumps(body).encode(), content_type="application/json")
+def claim(s3: S3, key: str, now: dt.datetime, window: dt.timedelta | None = DEDUPE_WINDOW) -> Claim | None:
+    """Take the right to tell what ``key`` names, atomically; None when another process holds it.
+
+    The marker is created with ``If-None-Match: *``: of any number of processes meeting the same
+    incident at once, exactly one creates it. One found is taken over, with ``If-Match`` on the
+    ETag just read (so again by exactly one), only when it says nothing current: told longer ago
+    than ``window`` (None: never, a metric transition is told once for good), a claim older than
+    ``CLAIM_LEASE`` (its process died while telling, or could not release it), or unreadable.
+    A 412 can also answer botocore's retry of this process's own PUT that landed: the token in
+    the marker tells it apart, so a lost response never turns into "someone else tells".
+    """
+    token = uuid.uuid4().hex
+    body = _marker_body("telling", now, token, [])
+    for _ in range(3):  # a marker released or taken over between our reads: look again
+        try:
+            etag = s3.put(key, body, create_only=True, content_type="application/json")
+            return Claim(key=key, etag=etag, token=token)
+        except PreconditionFailed:
+            pass
+        found = s3.get_with_etag(key)
+        if found is None:
+            continue  # released since our PUT: try to create it again
+        raw, etag = found
+        holds = _holds(raw, now, window, token)
+        if holds is None:
+            return Claim(key=key, etag=etag, token=token)
+        if holds:
+            return None
+        try:
+            etag = s3.put(key, body, if_match=etag, content_type="application/json")
+            return Claim(key=key, etag=etag, token=token)
+        except PreconditionFailed:
+            continue  # someone else took it over, or our own retried PUT did: the next read says
+    return None
+
+
+def settle(s3: S3, held: Claim, now: dt.datetime, told: list[str]) -> None:
+    """Mark the claim told (the window runs from now). Lost to a takeover past the lease: fine."""
+    body = _marker_body("told", now, held.token, told)
+    try:
+        s3.put(held.key, body, if_match=held.etag, content_type="application/json")
+    except PreconditionFailed:
+        pass
+
+
+def release(s3: S3, held: Claim) -> None:
+    """Give the claim up after a failed telling, so the next retry tells; only if still ours.
+
+    If this fails too (S3 is what failed, most likely), the claim stays and expires after
+    ``CLAIM_LEASE``: the same incident met after that is told. Retries within the lease are not
+    told, which is the price of never letting two processes tell at once; a lease, not the whole
+    window, bounds it, so "telling twice beats never telling" is kept for every later meeting.
+    """
+    try:
+        s3.delete(held.key, if_match=held.etag)
+    except PreconditionFailed:
+        pass  # taken over past the lease: no longer ours to delete
 
 
 def webhook_body(incident: Incident, msg_id: str) -> bytes:
@@ -140,7 +230,41 @@ def webhook_body(incident: Incident, msg_id: str) -> bytes:
 
 
 def send_webhook(owner: str, target: OwnerWebhook, incident: Incident, msg_id: str) -> None:
-    """POST the signed notification; :class:`NotificationFailed` (never naming the secret) if not 2xx.
+    """POST the signed incident; :class:`NotificationFailed` (never naming the secret) if not 2xx."""
+    send_signed(owner, target, msg_id, webhook_body(incident, msg_id))
+
+
+def metric_message_id(transition: Transition) -> str:
+    """The same for every telling of one metric transition (a retried sweep re-sends none)."""
+    return f"msg_{uuid.uuid5(NAMESPACE, f'metric:{transition.transition_id}').hex}"
+
+
+def metric_marker_key(s3: S3, transition: Transition) -> str:
+    name = hashlib.sha256(transition.transition_id.encode()).hexdigest()[:32]
+    return s3.key("notified", transition.service, f"metric-{transition.kind}-{name}.json")
+
+
+def metric_webhook_body(transition: Transition, msg_id: str) -> bytes:
+    """A metric alert as the generic JSON notification: ``promotion.metric.crossed|recovered``."""
+    r = transition.reading
+    data = {
+        "service": transition.service,
+        "environment": transition.environment,
+        "metric": r.metric,
+        "value": r.value,
+        "threshold": r.threshold,
+        "direction": r.direction,
+        "band": transition.band,
+        "summary": r.describe(),
+        "window_days": transition.window_days,
+    }
+    envelope = {"type": f"promotion.metric.{transition.kind}", "id": msg_id, "data": data}
+    return json.dumps(envelope, sort_keys=True).encode()
+
+
+def send_signed(owner: str, target: OwnerWebhook, msg_id: str, body: bytes) -> None:
+    """POST ``body`` signed with Standard Webhooks; :class:`NotificationFailed` (never naming the
+    secret) if not 2xx.
 
     The secret is read here, from the environment of the process that tells, and only the HMAC
     leaves it.
@@ -151,7 +275,6 @@ def send_webhook(owner: str, target: OwnerWebhook, incident: Incident, msg_id: s
             owner, f"the signing secret is not set: environment variable {target.secret_env}"
         )
     key = signing.standard_webhooks_key(secret)
-    body = webhook_body(incident, msg_id)
     ts = int(time.time())
     headers = {
         "content-type": "application/json",

@@ -72,6 +72,8 @@ class AlertState(BaseModel):
     service: str
     environment: str
     crossed: dict[MetricName, CrossedEntry] = {}
+    #: When each metric last recovered: what tells one crossing of it from the next.
+    recovered: dict[MetricName, dt.datetime] = {}
 
 
 class Transition(BaseModel):
@@ -85,6 +87,10 @@ class Transition(BaseModel):
     window_days: float
     reading: Reading
     band: str | None
+    #: The same for every sweep that finds this transition (one that died before saving the state
+    #: finds it again): a crossing is named by the last recovery before it, a recovery by the
+    #: crossing it ends. The webhook-id and the "told" marker derive from it.
+    transition_id: str
 
 
 def readings(m: DoraMetrics, alerts: MetricAlerts) -> list[Reading]:
@@ -142,6 +148,7 @@ def transitions(
     """
     told: list[Transition] = []
     crossed: dict[MetricName, CrossedEntry] = {}
+    recovered = dict(previous.recovered)
     window_days = (m.until - m.since).total_seconds() / 86400
     for r in readings(m, alerts):
         was = previous.crossed.get(r.metric)
@@ -152,6 +159,13 @@ def transitions(
         if r.crossed:
             crossed[r.metric] = was or CrossedEntry(since=now, value=r.value, threshold=r.threshold)
         if r.crossed != (was is not None):
+            where = f"{m.service}:{m.environment}:{r.metric}"
+            if was is None:
+                last = previous.recovered.get(r.metric)
+                transition_id = f"{where}:crossed:after:{last.isoformat() if last else 'none'}"
+            else:
+                transition_id = f"{where}:recovered:since:{was.since.isoformat()}"
+                recovered[r.metric] = now
             told.append(
                 Transition(
                     kind="crossed" if r.crossed else "recovered",
@@ -160,9 +174,11 @@ def transitions(
                     window_days=window_days,
                     reading=r,
                     band=_band(m, r.metric),
+                    transition_id=transition_id,
                 )
             )
-    return told, AlertState(service=m.service, environment=m.environment, crossed=crossed)
+    state = AlertState(service=m.service, environment=m.environment, crossed=crossed, recovered=recovered)
+    return told, state
 
 
 def state_key(s3: S3, service: str) -> str:

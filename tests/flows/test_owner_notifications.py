@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from promotion import signing
-from promotion.config import Owner, Pipeline
+from promotion.config import Owner, OwnerWebhook, Pipeline
+from promotion.digest import Digest
 from promotion.local_s3 import LocalS3
 from promotion.store import ArtifactStore
 from tests.flows.harness import EVIDENCE, Run, Setup, promotion_events, resume, wait_for_paused
@@ -381,3 +382,123 @@ def test_owners_hear_of_metric_alerts_through_their_block(
     finally:
         ensure_owner_automations(pipeline, "pipe.yaml")
     assert ours(p) == []
+
+
+def webhook_owner(pipeline: Pipeline, receiver: Receiver, service: str = "api") -> Pipeline:
+    """``pipeline`` with ``service`` owned by one webhook owner (oncall) that posts to ``receiver``."""
+    oncall = Owner(name="oncall", webhook=OwnerWebhook(url=receiver.url, secret_env=SECRET_ENV))
+    services = [
+        s.model_copy(update={"owners": [oncall]}) if s.name == service else s for s in pipeline.services
+    ]
+    return pipeline.model_copy(update={"services": services})
+
+
+def test_the_same_incident_met_at_once_is_told_once(
+    store: ArtifactStore,
+    pipeline: Pipeline,
+    prefect_api: str,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Eight task runs (threads) meet one incident at the same instant, as two retries or the stage
+    and the sweep could: the claim is a conditional write, so one of them tells, once."""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    from flows import _report as report
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    p = webhook_owner(pipeline, receiver)
+    d = Digest.of_bytes(uuid.uuid4().bytes)
+    n = 8
+    together = threading.Barrier(n)
+
+    @task(cache_policy=NO_CACHE)
+    def meet() -> None:
+        together.wait(timeout=30)  # all eight reach the telling at once
+        report.tell_owners(
+            p, store.s3, "gate_failed", service="api", environment="dev", digest=d, reasons=["tests: failed"]
+        )
+
+    @flow
+    def many() -> None:
+        for future in [meet.submit() for _ in range(n)]:
+            future.result()
+
+    many()
+    assert len(receiver.of("gate_failed", d)) == 1
+    events = promotion_events(prefect_api, d, {"promotion.incident"})
+    assert [e["event"] for e in events].count("promotion.incident") == 1
+    # Met again later in the window: still told once.
+    many()
+    assert len(receiver.of("gate_failed", d)) == 1
+
+
+def test_webhook_owners_hear_of_metric_alerts_signed_once_per_transition(
+    store: ArtifactStore,
+    pipeline: Pipeline,
+    prefect_api: str,
+    receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefect import flow
+
+    from flows.sweep import metric_alerts
+    from promotion.metrics.alerts import state_key
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    p = webhook_owner(with_alerts(pipeline), receiver)
+
+    @flow
+    def night(now: dt.datetime) -> list[str]:
+        return [t.kind for t in metric_alerts(p, store, now)]
+
+    def metric(kind: str) -> list[tuple[dict[str, str], bytes]]:
+        with receiver.changed:
+            return [
+                (h, b) for h, b in receiver.requests if json.loads(b)["type"] == f"promotion.metric.{kind}"
+            ]
+
+    s = Seeder(store.ledger)
+    s.promoted("A", NOW - 10 * DAY, commit_time=NOW - 10 * DAY - HOUR)
+    s.promoted("B", NOW - 9 * DAY, commit_time=NOW - 9 * DAY - HOUR)
+    s.rolled_back("A", "B", NOW - 9 * DAY + HOUR, "verification failed: http: HTTP 500")
+    assert night(NOW) == ["crossed"]
+    # A sweep that died after telling, before saving the alert state: the next one finds the same
+    # crossing again, and sends nothing new.
+    store.s3.delete(state_key(store.s3, "api"))
+    assert night(NOW + DAY) == ["crossed"]
+    for i in range(6):
+        s.promoted(f"ok{i}", NOW + DAY + (i + 1) * HOUR, commit_time=NOW + DAY + i * HOUR)
+    assert night(NOW + 2 * DAY) == ["recovered"]
+    assert night(NOW + 3 * DAY) == []
+
+    ((headers, body),) = metric("crossed")
+    ((rheaders, rbody),) = metric("recovered")
+    key = signing.standard_webhooks_key(SECRET)
+    for h, b in ((headers, body), (rheaders, rbody)):
+        ts = int(h["webhook-timestamp"])
+        assert signing.standard_webhooks_signature_matches(
+            key, h["webhook-id"], ts, b, h["webhook-signature"]
+        )
+        assert json.loads(b)["id"] == h["webhook-id"]
+    assert headers["webhook-id"] != rheaders["webhook-id"]
+    crossed, recovered = json.loads(body)["data"], json.loads(rbody)["data"]
+    assert (
+        crossed
+        == {
+            "service": "api",
+            "environment": "prod",
+            "metric": "change_fail_rate",
+            "value": 0.5,
+            "threshold": 0.15,
+            "direction": "above",
+            "band": crossed["band"],
+            "summary": "change_fail_rate 50.0% (above 15.0% crosses)",
+            "window_days": 30,
+        }
+        and crossed["band"] == "low"
+    )
+    assert (
+        recovered["value"] == 1 / 8 and recovered["summary"] == "change_fail_rate 12.5% (above 15.0% crosses)"
+    )
