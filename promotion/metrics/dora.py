@@ -13,11 +13,13 @@ What counts, precisely (the README's "Metrics" section says the same):
 - a deployment **failed** when, before the next deployment of the environment, (a) a
   ``rolled_back`` record moves the environment away from it (``details.from`` is its digest):
   ``verification`` when the reason is a failed post-deploy verification, else ``rollback``; or
-  (b) the sweep records ``flagged`` for its digest with the check ``corrupted`` (its bytes) or
-  ``gate_failed`` (a report attested later fails a gate) while it runs there (``expired``
-  evidence is not a failure of the deployment); or (c) the next deployment is unplanned (a
-  hotfix). A deployment counts once however many of these follow it (a rollback of a rollback
-  brings back a build already counted as failed; it does not add a failure).
+  (b) the sweep records ``flagged`` for its digest with the check ``gate_failed`` (a report
+  attested later fails a gate: the build running there should not have been deployed) while it
+  runs there; or (c) the next deployment is unplanned (a hotfix). Not failures: ``expired``
+  evidence, and ``corrupted`` (the stored blob's bytes rotted in S3 after the deployment: a
+  storage fault, not a change that failed; DORA counts deployments that need intervention). A
+  deployment counts once however many of these follow it (a rollback of a rollback brings back
+  a build already counted as failed; it does not add a failure).
 - **change fail rate**: failed deployments / deployments.
 - **failed deployment recovery time**: from the failed deployment to the first later record that
   puts another build in the environment (a rollback, the next deployment); a failed deployment
@@ -40,8 +42,9 @@ from promotion.metrics import bands
 from promotion.models import LedgerRecord
 
 FailureKind = Literal["rollback", "verification", "flagged", "hotfix"]
-#: Sweep checks that say a running build is bad (see promotion/sweep/verify.py, reevaluate.py).
-FAILING_CHECKS = frozenset({"corrupted", "gate_failed"})
+#: Sweep checks that say the change running is bad (promotion/sweep/reevaluate.py). Not
+#: ``corrupted``: that is the store's copy rotting after the deployment (promotion/sweep/verify.py).
+FAILING_CHECKS = frozenset({"gate_failed"})
 VERIFICATION_PREFIX = "verification failed"
 
 

@@ -86,18 +86,20 @@ def seed_main(s: Seeder) -> None:
     s.rolled_back("C", "Dx", B + 3 * D, "manual: errors in the logs")
     s.rolled_back("Dx", "C", B + 3 * D + H, "it was the database, not Dx")  # a rollback of a rollback
     s.promoted("E", B + 4 * D)  # no commit time
-    s.flagged("E", B + 4 * D + 5 * H, "corrupted")
+    s.flagged("E", B + 4 * D + 5 * H, "gate_failed")  # a scan attested later fails prod's gate
     # F's commit time is after its deployment: the CI's clock was ahead (counted 0, flagged skewed).
     s.promoted("F", B + 5 * D, commit_time=B + 5 * D + H)
     s.flagged("F", B + 6 * D, "expired")  # expired evidence is not a failed deployment
+    s.flagged("F", B + 6 * D + H, "corrupted")  # nor the stored blob rotting: not a failed change
 
 
 def test_seeded_figures(store: ArtifactStore) -> None:
     """Deployments to prod in the window: A, A1, C, Dx, E, F (6; "old" is before it, X is staging).
 
     Failed: A (verification, recovered after 2h), C (hotfix Dx followed it, 3h), Dx (rolled back,
-    21h; the rollback of that rollback adds no failure), E (flagged corrupted, replaced by F a day
-    later: 24h). Lead times: A 10h, A1 2h, C 30h, Dx 1h, F 0 (skewed), E left out.
+    21h; the rollback of that rollback adds no failure), E (flagged: a gate fails on evidence
+    attested later; replaced by F a day later: 24h); not F (flagged expired, then corrupted).
+    Lead times: A 10h, A1 2h, C 30h, Dx 1h, F 0 (skewed), E left out.
     """
     seed_main(Seeder(store.ledger))
     m = measure(store.ledger, "api", "prod", SINCE, NOW)
