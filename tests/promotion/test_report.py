@@ -154,6 +154,7 @@ def test_report_shows_what_happened(store: ArtifactStore, page: Page, tmp_path: 
     )
     assert [h > 0 for h in heights] == [False, True, True, False]
     assert page.locator(f"{api} [data-chart='lead-time'] circle.point").count() == 2
+    assert page.locator(f"{api} [data-chart='fail-rate'] circle.point").count() == 2  # weeks 2 and 3
     assert page.locator(f"{api} [data-chart='deployments'] svg").is_visible()
     # a service with nothing in the window
     web = "section[data-service='web']"
