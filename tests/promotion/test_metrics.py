@@ -236,6 +236,12 @@ def test_cli_metrics(config_file: Path, store: ArtifactStore) -> None:
     assert "Traceback" not in bad.stderr
     env = promote("-c", str(config_file), "metrics", "--env", "qa")
     assert env.returncode == 2 and env.stderr.startswith("UnknownEnvironment: "), env.stderr
+    empty = promote("-c", str(config_file), "metrics", "--since", "0s")
+    assert empty.returncode == 2, empty.stderr
+    assert empty.stderr == "UsageError: --since: '0s' is an empty window\n"
+    nobody = promote("-c", str(config_file), "metrics", "--service", "nope")
+    assert nobody.returncode == 2 and nobody.stderr.startswith("UnknownService: "), nobody.stderr
+    assert len(nobody.stderr.splitlines()) == 1
 
 
 def test_publish_commit_time(config_file: Path, store: ArtifactStore, tmp_path: Path) -> None:

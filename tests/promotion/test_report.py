@@ -15,8 +15,11 @@ import pytest
 from promotion.dashboard.html import render
 from promotion.dashboard.model import gather
 from promotion.ledger import Ledger
+from promotion.local_s3 import LocalS3
 from promotion.store import ArtifactStore
 from tests.browser import chromium
+from tests.conftest import PIPELINE_TEMPLATE
+from tests.faultproxy import FaultProxy, Rule
 from tests.promotion.test_metrics import D, H, Seeder, dg, promote
 
 if TYPE_CHECKING:
@@ -234,6 +237,28 @@ def test_cli_report_env(config_file: Path, store: ArtifactStore, tmp_path: Path)
     unknown = promote("-c", str(config_file), "report", "--env", "qa", "-o", str(out))
     assert unknown.returncode == 2 and unknown.stderr.startswith("UnknownEnvironment: "), unknown.stderr
     assert len(unknown.stderr.splitlines()) == 1
+
+
+def test_an_s3_outage_is_one_line_and_leaves_no_report(
+    s3_server: LocalS3, prefix: str, store: ArtifactStore, tmp_path: Path
+) -> None:
+    """A ledger that cannot be read (503 through the real fault proxy, after botocore's retries)
+    is an infrastructure error, exit 1 in one line: never figures of zero, never a report file."""
+    seed_report(store.ledger, dt.datetime.now(dt.UTC) - 20 * D)
+    out = tmp_path / "report.html"
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        cfg = tmp_path / "proxied.yaml"
+        cfg.write_text(PIPELINE_TEMPLATE.format(endpoint=proxy.url, bucket=s3_server.bucket, prefix=prefix))
+        proxy.rules.append(Rule("GET", r"/ledger/api/", "status", status=503, times=-1))
+        runs = {
+            "metrics": promote("-c", str(cfg), "metrics", "--json"),
+            "report": promote("-c", str(cfg), "report", "-o", str(out)),
+        }
+    for command, r in runs.items():
+        assert r.returncode == 1, (command, r.stdout, r.stderr)
+        assert r.stdout == "" and len(r.stderr.splitlines()) == 1, (command, r.stderr)
+        assert r.stderr.startswith("StoreUnavailable: GET s3://"), (command, r.stderr)
+    assert list(tmp_path.glob("*.html")) == [] and list(tmp_path.glob(".*partial")) == []
 
 
 def test_weeks_do_not_count_a_boundary_twice(store: ArtifactStore) -> None:
