@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from promotion.config import Pipeline
     from promotion.owners import Claim, IncidentKind
     from promotion.s3 import S3
+    from promotion.store import ArtifactStore
 
 
 def artifact_key(*parts: str) -> str:
@@ -130,10 +131,20 @@ def approval_payload(
 
 
 def approval_timed_out(
-    artifact: ArtifactRecord, environment: str, current: EnvState | None, flow_run_id: str | None, reason: str
+    store: ArtifactStore,
+    artifact: ArtifactRecord,
+    environment: str,
+    current: EnvState | None,
+    flow_run_id: str | None,
+    reason: str,
 ) -> None:
     """``promotion.approval.timed_out``, whoever recorded the timeout (the waiting run, the
-    re-entered run, the deadline check): nothing was deployed."""
+    re-entered run, the deadline check, the sweep through it): nothing was deployed.
+
+    The service's owners are told too (kind ``timed_out``: a rejection nobody gave), from here
+    because every writer of a timeout comes here; the claim (tell_owners) tells them once
+    whichever writer wins, and also when two of them announce the same timeout.
+    """
     event(
         "approval.timed_out",
         service=artifact.service,
@@ -143,6 +154,17 @@ def approval_timed_out(
             **approval_payload(artifact, environment, current, flow_run_id, deploys=False),
             "reason": reason,
         },
+    )
+    tell_owners(
+        store.pipeline,
+        store.s3,
+        "timed_out",
+        service=artifact.service,
+        environment=environment,
+        digest=artifact.digest,
+        reasons=[reason],
+        version=artifact.version,
+        report_key=artifact_key("promotion", artifact.service, environment),
     )
 
 
@@ -233,14 +255,14 @@ def tell_owners(
                 environment=environment,
                 digest=digest,
                 payload=incident.payload(),
-                event_id=told.event_id(incident, now),
+                event_id=told.event_id(s3, incident, now),
             )
             reached = [o.name for o in owners if o.block is not None]
             for owner in owners:
                 if owner.webhook is None:
                     continue
                 try:
-                    told.send_webhook(owner.name, owner.webhook, incident, told.message_id(incident, now))
+                    told.send_webhook(owner.name, owner.webhook, incident, told.message_id(s3, incident, now))
                     reached.append(owner.name)
                 except Exception as exc:  # noqa: BLE001 - one owner's broken webhook must not stop the rest
                     failed = True

@@ -49,7 +49,9 @@ def close_expired_approvals(config: str | None = None, service: str | None = Non
         )
         artifact = store.record(request.service, request.digest)
         current = rec.state.environments.get(request.environment)
-        report.approval_timed_out(artifact, request.environment, current, request.flow_run_id, rec.reason)
+        report.approval_timed_out(
+            store, artifact, request.environment, current, request.flow_run_id, rec.reason
+        )
     if not closed:
         logger.info("no approval request is past its deadline")
     return {"closed": [f"{r.service} {r.environment} {r.digest}" for r, _ in closed]}

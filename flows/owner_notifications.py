@@ -63,8 +63,9 @@ def owner_automation(
     return AutomationCore(
         name=owner_automation_name(service, owner.name, pipeline),
         description=(
-            f"Tells {owner.name} ({owner.block}) of a failed gate, a rejection, a rollback, a failed "
-            f"verification, drift, a flagged digest or a metric alert of {service}. Created by "
+            f"Tells {owner.name} ({owner.block}) of a failed gate, a rejection, a timed-out approval, "
+            f"a rollback, a failed verification, drift, a flagged digest or a metric alert of {service}. "
+            "Created by "
             "promote setup from services[].owners of the pipeline file."
         ),
         enabled=True,

@@ -460,7 +460,7 @@ def _approval_so_far(
         )  # fmt: skip
         if written is None:  # the deadline check got there first and announced it
             raise ApprovalRejected(env.name, "timeout", reason)
-        report.approval_timed_out(artifact, env.name, current, waiting_run, reason)
+        report.approval_timed_out(store, artifact, env.name, current, waiting_run, reason)
         raise ApprovalRejected(env.name, "timeout", reason)
     return {
         "environment": env.name,
@@ -867,7 +867,9 @@ def _stage_failure(
             )
         stage_run = state.state_details.flow_run_id  # the stage run that waited, for its UI link
         current = store.ledger.state(artifact.service).environments.get(env.name)
-        report.approval_timed_out(artifact, env.name, current, str(stage_run) if stage_run else None, reason)
+        report.approval_timed_out(
+            store, artifact, env.name, current, str(stage_run) if stage_run else None, reason
+        )
         return reason
     if isinstance(exc, PromotionError):
         return f"{type(exc).__name__}: {exc}"

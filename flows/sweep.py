@@ -27,7 +27,6 @@ may act on events); the table artifact says what would have happened.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 from prefect import flow, get_run_logger, task
@@ -235,6 +234,7 @@ def metric_alerts(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) ->
     """
     from prefect.events import emit_event
 
+    from promotion import owners
     from promotion.metrics.alerts import check_service, save_state
 
     logger = get_run_logger()
@@ -273,7 +273,7 @@ def metric_alerts(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) ->
                         "band": t.band,
                         "summary": t.reading.describe(),
                     },
-                    id=metric_event_id(t),
+                    id=owners.metric_event_id(store.s3, t),
                 )
                 logger.warning("%s/%s: metric %s: %s", t.service, t.environment, t.kind, t.reading.describe())
                 _tell_webhook_owners(service, store, t, now)
@@ -282,13 +282,6 @@ def metric_alerts(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) ->
         except PromotionError as exc:
             logger.error("metric alerts of %s not checked: %s: %s", service.name, type(exc).__name__, exc)
     return told
-
-
-def metric_event_id(t: Transition) -> uuid.UUID:
-    """The same for every sweep that finds this transition: Prefect drops a repeat of the event."""
-    from promotion.owners import NAMESPACE
-
-    return uuid.uuid5(NAMESPACE, f"metric-event:{t.transition_id}")
 
 
 def _tell_webhook_owners(service: Service, store: ArtifactStore, t: Transition, now: dt.datetime) -> None:
@@ -308,7 +301,7 @@ def _tell_webhook_owners(service: Service, store: ArtifactStore, t: Transition, 
         if held is None:
             logger.info("webhook owners of %s already told of %s %s", t.service, t.reading.metric, t.kind)
             return
-        msg_id = owners.metric_message_id(t)
+        msg_id = owners.metric_message_id(store.s3, t)
         body = owners.metric_webhook_body(t, msg_id)
         reached: list[str] = []
         for name, webhook in hooks:

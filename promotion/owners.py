@@ -1,17 +1,19 @@
-"""Owners are told: what an incident says, when it was already told, and the signed JSON webhook.
+"""Owners are told: what an incident says, who may tell it, and the signed JSON webhook.
 
-An incident is one of six things that halt or undo a service's delivery (``INCIDENT_KINDS``). The
-flows hand it to :func:`flows._report.tell_owners`, which emits one ``promotion.incident`` event
-(promote setup's automations send it through each owner's Prefect notification block) and POSTs
-it, signed with Standard Webhooks, to each owner's webhook.
+An incident is one of seven things that halt or undo a service's delivery (``INCIDENT_KINDS``;
+``timed_out`` is an approval nobody answered in time, a rejection nobody gave). The flows hand it
+to :func:`flows._report.tell_owners`, which emits one ``promotion.incident`` event (promote
+setup's automations send it through each owner's Prefect notification block) and POSTs it,
+signed with Standard Webhooks, to each owner's webhook. The nightly sweep's metric alerts reach
+webhook owners the same way (``promotion.metric.crossed`` / ``.recovered``, flows/sweep.py).
 
 One notification per incident, not one per retry: an incident is named by (service, environment,
-digest, kind); a marker under ``notified/`` in the store says when it was last told, and the same
-incident within ``DEDUPE_WINDOW`` is not told again (a task retry, a re-run of the same failing
-promotion, the next sweep finding the same drift). The marker is written after the telling, so a
-crash in between tells twice rather than never. The event id and the ``webhook-id`` header are
-derived from the name and the window, so Prefect's event de-duplication and a receiver's
-idempotency check see a repeat as the same message.
+digest, kind), and a marker under ``notified/`` in the store says who may tell it (:func:`claim`).
+It is created with a conditional write, so of the processes meeting the same incident at once (a
+task retry, a re-run of the same failing promotion, a stage and the sweep) exactly one tells;
+the same incident within ``DEDUPE_WINDOW`` of its telling is not told again. The event id and the
+``webhook-id`` are derived from the store, the name and the window, so Prefect's event
+de-duplication and a receiver's idempotency check see a repeat as the same message.
 """
 
 from __future__ import annotations
@@ -120,13 +122,20 @@ def window_start(now: dt.datetime) -> int:
     return int(now.timestamp()) // size * size
 
 
-def message_id(incident: Incident, now: dt.datetime) -> str:
-    """The same for every telling of one incident in one window: the event id, the webhook-id."""
-    return f"msg_{uuid.uuid5(NAMESPACE, f'{incident.key}:{window_start(now)}').hex}"
+def _scope(s3: S3) -> str:
+    """Which store: ids are also unique between pipelines sharing one Prefect server (whose event
+    de-duplication would drop the second of two equal ids) or one webhook receiver."""
+    return f"s3://{s3.bucket}/{s3.prefix}"
 
 
-def event_id(incident: Incident, now: dt.datetime) -> uuid.UUID:
-    return uuid.uuid5(NAMESPACE, f"{incident.key}:{window_start(now)}")
+def message_id(s3: S3, incident: Incident, now: dt.datetime) -> str:
+    """The same for every telling of one incident in one window: the webhook-id."""
+    return f"msg_{event_id(s3, incident, now).hex}"
+
+
+def event_id(s3: S3, incident: Incident, now: dt.datetime) -> uuid.UUID:
+    """The same for every telling of one incident in one window: the event id."""
+    return uuid.uuid5(NAMESPACE, f"{_scope(s3)}:{incident.key}:{window_start(now)}")
 
 
 def marker_key(s3: S3, incident: Incident) -> str:
@@ -234,9 +243,14 @@ def send_webhook(owner: str, target: OwnerWebhook, incident: Incident, msg_id: s
     send_signed(owner, target, msg_id, webhook_body(incident, msg_id))
 
 
-def metric_message_id(transition: Transition) -> str:
-    """The same for every telling of one metric transition (a retried sweep re-sends none)."""
-    return f"msg_{uuid.uuid5(NAMESPACE, f'metric:{transition.transition_id}').hex}"
+def metric_event_id(s3: S3, transition: Transition) -> uuid.UUID:
+    """The same for every sweep that finds one transition: the event id (Prefect drops a repeat)."""
+    return uuid.uuid5(NAMESPACE, f"{_scope(s3)}:metric:{transition.transition_id}")
+
+
+def metric_message_id(s3: S3, transition: Transition) -> str:
+    """The same for every telling of one metric transition: the webhook-id."""
+    return f"msg_{metric_event_id(s3, transition).hex}"
 
 
 def metric_marker_key(s3: S3, transition: Transition) -> str:

@@ -502,3 +502,61 @@ def test_webhook_owners_hear_of_metric_alerts_signed_once_per_transition(
     assert (
         recovered["value"] == 1 / 8 and recovered["summary"] == "change_fail_rate 12.5% (above 15.0% crosses)"
     )
+
+
+def test_an_approval_that_timed_out_is_told_once_whichever_writer_announces_it(
+    make_setup: Callable[..., Setup], tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request past its deadline with nothing running: the deadline check closes it (the sweep's
+    backstop runs the same flow) and the owners are told; the waiting run's own timeout announcing
+    the same closure afterwards, as it does when the check got there first, tells nobody again."""
+    from prefect import flow
+
+    from flows import _report as report
+    from flows.deadlines import close_expired_approvals
+    from promotion.requests import request_details
+
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    s = with_owners(
+        make_setup(), f'{{name: oncall, webhook: {{url: "{receiver.url}", secret_env: {SECRET_ENV}}}}}'
+    )
+    store, cfg = s.store, str(s.config)
+    d = s.publish(tmp_path)
+    policy = s.pipeline.environment("prod").approval
+    assert policy is not None
+    opened = dt.datetime.now(dt.UTC) - policy.timeout - HOUR  # its deadline passed an hour ago
+    store.ledger.append(
+        "api",
+        "approval_requested",
+        d,
+        actor="erin",
+        environment="prod",
+        version="1.0",
+        details=request_details(
+            policy=policy,
+            deadline=opened + policy.timeout,
+            flow_run_id=str(uuid.uuid4()),  # a run the server does not know: it waits for nothing
+            requested_by="erin",
+            commit_author="dana",
+        ),
+        at=opened,
+    )
+    assert close_expired_approvals(config=cfg)["closed"] == [f"api prod {d}"]
+    (rec,) = [r for r in store.ledger.records("api") if r.event == "rejected"]
+    assert rec.details["timed_out"] is True
+
+    @flow
+    def the_waiting_run_announces_it_too() -> None:
+        report.approval_timed_out(store, store.record("api", d), "prod", None, None, str(rec.reason))
+
+    the_waiting_run_announces_it_too()
+    ((headers, body),) = receiver.of("timed_out", d)
+    data = json.loads(body)["data"]
+    assert data["headline"] == "Approval timed out: api 1.0 -> prod"
+    assert data["reasons"] == ["approval timed out after 2m: no valid decision"]
+    assert data["stage_report"] == "promotion-api-prod" and data["kind"] == "timed_out"
+    key = signing.standard_webhooks_key(SECRET)
+    ts = int(headers["webhook-timestamp"])
+    assert signing.standard_webhooks_signature_matches(
+        key, headers["webhook-id"], ts, body, headers["webhook-signature"]
+    )
