@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from packaging.metadata import parse_email
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
@@ -36,6 +35,10 @@ def name_and_version(
     Refused when Name or Version is missing, the Version is not PEP 440, or either disagrees
     with the file name (``mismatch_advice`` is appended to that refusal).
     """
+    # Imported here: packaging.metadata (with its requirement parser) costs ~50 ms, which every
+    # publish of a non-Python artifact would pay at start-up, since every adapter is imported.
+    from packaging.metadata import parse_email
+
     raw, _unparsed = parse_email(data)
     name, version = raw.get("name"), raw.get("version")
     if not name or not version:
