@@ -18,20 +18,21 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar, cast
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from promotion.errors import PromotionError, UsageError
 
 if TYPE_CHECKING:
     import datetime as dt
 
+    from rich.console import Console
+
     from promotion.config import Pipeline
     from promotion.evidence_resume import Resumption
-    from promotion.store import ArtifactStore, AttestResult
+    from promotion.hash_ahead import HashAhead
+    from promotion.store import ArtifactStore, AttestResult, PublishResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -115,8 +116,26 @@ app.add_typer(config_app, name="config")
 app.add_typer(webhook_app, name="webhook")
 
 # Tables hold full digests; when stdout is a pipe or a file, do not squeeze them to 80 columns.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _LazyConsole:
+    """A rich ``Console`` made on first use: importing rich costs ~40 ms of start-up that a
+    command printing only plain lines (``publish``, which writes with ``sys.stdout``) need not pay."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+out = cast("Console", _LazyConsole(highlight=False, width=None if sys.stdout.isatty() else 200))
+err = cast("Console", _LazyConsole(stderr=True, highlight=False, soft_wrap=True))
 
 ConfigOpt = Annotated[
     Path | None,
@@ -213,12 +232,75 @@ def publish(
     The artifact's stack, name and version are read from the file itself; a --version that
     disagrees with the artifact's own is refused, naming both.
     """
+    from promotion.hash_ahead import HashAhead
+
+    # First, so that the hash pass runs while the rest of start-up does (promotion/hash_ahead.py);
+    # None when the file is small or cannot be opened (the checks below then say why).
+    ahead = HashAhead.start(path)
+    try:
+        result = _publish(
+            path,
+            service,
+            version,
+            evidence,
+            follow_symlinks,
+            commit,
+            commit_author,
+            commit_time,
+            build_url,
+            builder,
+            actor,
+            stack,
+            ahead,
+        )
+    finally:
+        if ahead is not None:
+            ahead.close()
+    if as_json:
+        _emit_json(
+            {
+                "digest": str(result.digest),
+                "already_published": result.already_published,
+                "uploaded_bytes": result.uploaded_bytes,
+                "attached": [r.model_dump(mode="json") for r in result.attached],
+                "record": result.record.model_dump(mode="json"),
+            }
+        )
+        return
+    what = "already published" if result.already_published else "published"
+    rec = result.record
+    own = f" ({rec.stack}{' ' + rec.name if rec.name else ''})" if rec.stack else ""
+    # Plain writes, not rich: nothing here needs styling, and rich is not imported for it.
+    sys.stderr.write(
+        f"{what}: {service} {rec.version or ''}{own} {rec.size} bytes, "
+        f"{len(result.record.evidence)} evidence file(s), {result.uploaded_bytes} bytes uploaded\n"
+    )
+    for ref in result.attached:
+        sys.stderr.write(f"attached: {ref.kind} {ref.filename} ({ref.digest.short}, {ref.size} bytes)\n")
+    sys.stdout.write(f"{result.digest}\n")
+
+
+def _publish(
+    path: Path,
+    service: str,
+    version: str | None,
+    evidence: list[str] | None,
+    follow_symlinks: bool,
+    commit: str | None,
+    commit_author: str | None,
+    commit_time: str | None,
+    build_url: str | None,
+    builder: str | None,
+    actor: str | None,
+    stack: str | None,
+    ahead: HashAhead | None,
+) -> PublishResult:
     from promotion import ci_context
     from promotion.models import Provenance
     from promotion.store import MULTIPART_THRESHOLD, parse_evidence
 
     pipeline = _pipeline()
-    pipeline.service(service)  # refuse an unknown service before reading anything
+    pipeline.service(service)  # refuse an unknown service before sending anything
     if not path.is_file():
         raise _usage(f"no such file: {path}")
     when = ci_context.parse_commit_time(commit_time) if commit_time is not None else None
@@ -235,7 +317,7 @@ def publish(
 
     store = ArtifactStore(pipeline)
     size = path.stat().st_size
-    if err.is_terminal and size > MULTIPART_THRESHOLD:
+    if sys.stderr.isatty() and size > MULTIPART_THRESHOLD:
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -260,32 +342,19 @@ def publish(
                 evidence=ev,
                 progress=lambda n: bar.advance(task, n),
                 stack=stack,
+                hashed=ahead,
             )
     else:
         result = store.publish(
-            path, service=service, version=version, provenance=provenance, evidence=ev, stack=stack
+            path,
+            service=service,
+            version=version,
+            provenance=provenance,
+            evidence=ev,
+            stack=stack,
+            hashed=ahead,
         )
-    if as_json:
-        _emit_json(
-            {
-                "digest": str(result.digest),
-                "already_published": result.already_published,
-                "uploaded_bytes": result.uploaded_bytes,
-                "attached": [r.model_dump(mode="json") for r in result.attached],
-                "record": result.record.model_dump(mode="json"),
-            }
-        )
-        return
-    what = "already published" if result.already_published else "published"
-    rec = result.record
-    own = f" ({rec.stack}{' ' + rec.name if rec.name else ''})" if rec.stack else ""
-    err.print(
-        f"{what}: {service} {rec.version or ''}{own} {rec.size} bytes, "
-        f"{len(result.record.evidence)} evidence file(s), {result.uploaded_bytes} bytes uploaded"
-    )
-    for ref in result.attached:
-        err.print(f"attached: {ref.kind} {ref.filename} ({ref.digest.short}, {ref.size} bytes)")
-    sys.stdout.write(f"{result.digest}\n")
+    return result
 
 
 @app.command()
@@ -417,6 +486,8 @@ def status(
     if as_json:
         _emit_json(rows)
         return
+    from rich.table import Table
+
     table = Table(title="Promotion status", title_justify="left")
     for col in ("service", "environment", "digest", "version", "stack", "since", "by", "attested"):
         table.add_column(col, no_wrap=col == "digest")
@@ -461,6 +532,8 @@ def history(
             ]
         )
         return
+    from rich.table import Table
+
     table = Table(title=f"History of {service}" + (f" in {env}" if env else ""), title_justify="left")
     for col in ("seq", "at", "event", "environment", "digest", "version", "stack", "by", "reason"):
         table.add_column(col, no_wrap=col in ("digest", "at"))
@@ -967,6 +1040,8 @@ def sweep(
         if as_json:
             _emit_json(report.model_dump(mode="json", exclude={"services": {"__all__": {"refs"}}}))
         else:
+            from rich.table import Table
+
             table = Table(title="Nightly sweep" + (" (dry run)" if dry_run else ""), title_justify="left")
             for col in ("service", "kind", "environment", "digest", "action", "reason"):
                 table.add_column(col)

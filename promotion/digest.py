@@ -17,6 +17,7 @@ import base64
 import hashlib
 import os
 import re
+import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
@@ -25,6 +26,11 @@ from pydantic import GetCoreSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
 
 from promotion.errors import InvalidDigest
+
+
+class HashingStopped(Exception):
+    """A hash pass ended early on request (:meth:`Digest.of_file_parts`'s ``stop``)."""
+
 
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -105,10 +111,12 @@ class Digest(str):
         return cls.from_hasher(h)
 
     @classmethod
-    def of_file_parts(cls, fd: int, size: int, part_size: int) -> tuple[Digest, list[bytes], int]:
+    def of_file_parts(
+        cls, fd: int, size: int, part_size: int, stop: threading.Event | None = None
+    ) -> tuple[Digest, list[bytes], int]:
         """One pass over the first ``size`` bytes of file ``fd``: the whole digest, the raw SHA-256
         of every ``part_size`` part, and the number of bytes read (less than ``size`` if the file
-        shrank).
+        shrank). ``stop``, once set, ends the pass after the chunk in hand (``HashingStopped``).
 
         The whole hash runs on this thread, each part's hash on a second thread and the next read
         on a third, all over the same buffer (hashlib releases the GIL), so the three overlap and
@@ -131,6 +139,8 @@ class Digest(str):
             i = 0
             n = read(views[0], 0)
             while n:
+                if stop is not None and stop.is_set():
+                    raise HashingStopped(f"stopped after {offset} of {size} bytes")
                 chunk = views[i][:n]
                 pending = pool.submit(read, views[1 - i], offset + n)
                 part_done = pool.submit(part.update, chunk)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
 import os
 import stat
 import uuid
@@ -58,11 +57,14 @@ from promotion.s3 import S3
 if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
+# Files up to MULTIPART_THRESHOLD are read once into memory and go in one PUT whose checksum is
+# the digest; larger ones in parts of part_size(size). Defined with the hash-ahead, which must
+# know them before this module is imported.
+from promotion.hash_ahead import MULTIPART_THRESHOLD as MULTIPART_THRESHOLD
+from promotion.hash_ahead import PART_SIZE as PART_SIZE
+from promotion.hash_ahead import FileState, HashAhead, file_state, part_size
+
 MiB = 1024 * 1024
-#: Files up to this size are read once into memory and go in one PUT whose checksum is the digest.
-MULTIPART_THRESHOLD = 16 * MiB
-#: Parts of a multipart upload (S3 allows at most 10,000 parts, so large files get larger parts).
-PART_SIZE = 16 * MiB
 #: Parts sent at once. Parts are streamed from the file, not held in memory, so this bounds
 #: connections and threads, not memory.
 UPLOAD_THREADS = 8
@@ -163,13 +165,12 @@ class _FilePart:
         return f"bytes {self.offset}..{self.offset + self.length - 1} differ from its first read"
 
 
-def _state_of(st: os.stat_result) -> tuple[int, int, int, int]:
+def _state_of(st: os.stat_result) -> FileState:
     """What changes when a file is written to: size, modification and change times, inode."""
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
-def _file_state(fd: int) -> tuple[int, int, int, int]:
-    return _state_of(os.fstat(fd))
+_file_state = file_state
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ class Inspected:
 
     path: Path
     own: stacks.StackInfo
-    state: tuple[int, int, int, int]
+    state: FileState
 
 
 def parse_evidence(specs: Sequence[str], *, follow_symlinks: bool = False) -> list[tuple[EvidenceKind, Path]]:
@@ -195,6 +196,8 @@ def parse_evidence(specs: Sequence[str], *, follow_symlinks: bool = False) -> li
     of exactly the bytes checked (see :mod:`promotion.evidence_intake`); keep the returned list
     while using them.
     """
+    if not specs:
+        return []  # without importing the parsers: most publishes send no evidence
     from promotion.evidence_intake import read_evidence
 
     return read_evidence(specs, follow_symlinks=follow_symlinks)
@@ -231,7 +234,8 @@ class ArtifactStore:
         path: Path,
         progress: ProgressCallback | None = None,
         *,
-        unchanged_since: tuple[int, int, int, int] | None = None,
+        unchanged_since: FileState | None = None,
+        hashed: HashAhead | None = None,
     ) -> tuple[BlobInfo, int]:
         """Upload a file under its digest; returns the blob and the bytes actually uploaded.
 
@@ -240,7 +244,11 @@ class ArtifactStore:
         part to a multipart upload under that key, each part checked against the first read.
         ``unchanged_since`` (a :func:`_state_of` taken earlier, e.g. before the file's stack
         was read) extends the check that the file was not written to back to that moment.
+        ``hashed``: the first read already started on ``path`` (:mod:`promotion.hash_ahead`),
+        whose open file, state at open and hashes are used instead; the caller closes it.
         """
+        if hashed is not None and hashed.path == path:
+            return self._put_hashed_ahead(path, hashed, unchanged_since, progress)
         try:
             with path.open("rb") as f:
                 fd = f.fileno()
@@ -266,9 +274,21 @@ class ArtifactStore:
             raise ValueError("put_blob_bytes takes at most MULTIPART_THRESHOLD bytes; use put_blob")
         return self._put_small(data, None)
 
-    @staticmethod
-    def _part_size(size: int) -> int:
-        return max(PART_SIZE, math.ceil(size / 9_000 / MiB) * MiB)
+    def _put_hashed_ahead(
+        self,
+        path: Path,
+        hashed: HashAhead,
+        unchanged_since: FileState | None,
+        progress: ProgressCallback | None,
+    ) -> tuple[BlobInfo, int]:
+        if unchanged_since is not None and hashed.state != unchanged_since:
+            raise FileChangedDuringPublish(
+                str(path), "it was written to after its stack and version were read"
+            )
+        try:
+            return self._put_large(path, hashed.fd, hashed.state, progress, first_read=hashed.result())
+        except OSError as exc:
+            raise EvidenceError(f"cannot read {path}: {exc.strerror or exc}") from None
 
     def _existing(self, digest: Digest, size: int) -> BlobInfo | None:
         head = self.s3.head(self.blob_key(digest))
@@ -297,12 +317,18 @@ class ArtifactStore:
         return (found or blob), (0 if found else len(data))
 
     def _put_large(
-        self, path: Path, fd: int, before: tuple[int, int, int, int], progress: ProgressCallback | None
+        self,
+        path: Path,
+        fd: int,
+        before: FileState,
+        progress: ProgressCallback | None,
+        first_read: tuple[Digest, list[bytes], int] | None = None,
     ) -> tuple[BlobInfo, int]:
         size = before[0]
-        part_size = self._part_size(size)
-        # Pass 1: the digest (the final key) and each part's SHA-256, in one read.
-        digest, part_sums, read = Digest.of_file_parts(fd, size, part_size)
+        part_bytes = part_size(size)
+        # Pass 1: the digest (the final key) and each part's SHA-256, in one read (done already
+        # when the publish started it ahead: ``first_read``).
+        digest, part_sums, read = first_read or Digest.of_file_parts(fd, size, part_bytes)
         if read != size:
             raise FileChangedDuringPublish(str(path), f"it shrank below {size} bytes while it was hashed")
         # Checked here too, not only before completing the upload: when the blob already exists
@@ -317,8 +343,8 @@ class ArtifactStore:
         # Pass 2: stream the parts to their final key, each with its pass-1 checksum.
         key = self.blob_key(digest)
         parts = [
-            _FilePart(fd, offset, min(part_size, size - offset), part_sums[i])
-            for i, offset in enumerate(range(0, size, part_size))
+            _FilePart(fd, offset, min(part_bytes, size - offset), part_sums[i])
+            for i, offset in enumerate(range(0, size, part_bytes))
         ]
         checksum = self._multipart(path, key, digest, before, parts, progress)
         return BlobInfo(digest=digest, size=size, s3_checksum=checksum), size
@@ -328,7 +354,7 @@ class ArtifactStore:
         path: Path,
         key: str,
         digest: Digest,
-        before: tuple[int, int, int, int],
+        before: FileState,
         parts: Sequence[_FilePart],
         progress: ProgressCallback | None,
     ) -> str | None:
@@ -440,13 +466,15 @@ class ArtifactStore:
         evidence: Sequence[tuple[EvidenceKind, Path]] = (),
         progress: ProgressCallback | None = None,
         stack: str | None = None,
+        hashed: HashAhead | None = None,
     ) -> PublishResult:
         """Upload ``path`` and its evidence, write the artifact record and a ``published`` event.
 
         Re-publishing identical bytes with identical metadata uploads nothing and writes nothing.
         The artifact's stack, name and version are read first (``stack`` forces an adapter); a
         ``version`` that disagrees with the artifact's own is refused before anything is sent.
-        This is :meth:`inspect` then :meth:`publish_inspected`.
+        This is :meth:`inspect` then :meth:`publish_inspected`. ``hashed``: the hash pass
+        already started on ``path`` (:mod:`promotion.hash_ahead`; the caller closes it).
         """
         self.pipeline.service(service)  # an unknown service is refused before the file is read
         return self.publish_inspected(
@@ -456,6 +484,7 @@ class ArtifactStore:
             provenance=provenance,
             evidence=evidence,
             progress=progress,
+            hashed=hashed,
         )
 
     def inspect(self, path: Path, stack: str | None = None) -> Inspected:
@@ -480,6 +509,7 @@ class ArtifactStore:
         provenance: Provenance,
         evidence: Sequence[tuple[EvidenceKind, Path]] = (),
         progress: ProgressCallback | None = None,
+        hashed: HashAhead | None = None,
     ) -> PublishResult:
         """:meth:`publish` of a file already inspected; :class:`FileChangedDuringPublish` if the
         file was written to (or replaced) since :meth:`inspect` took its state.
@@ -489,7 +519,7 @@ class ArtifactStore:
         version = stacks.resolve_version(path, own, version)
         # The client (boto3's imports and set-up) is made while the first read hashes the file.
         self.s3.warm_up()
-        blob, uploaded = self.put_blob(path, progress, unchanged_since=inspected.state)
+        blob, uploaded = self.put_blob(path, progress, unchanged_since=inspected.state, hashed=hashed)
         refs: list[EvidenceRef] = []
         for kind, ev_path in evidence:
             ev_blob, ev_uploaded = self.put_blob(ev_path)
