@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -404,6 +404,8 @@ def test_the_same_incident_met_at_once_is_told_once(
     and the sweep could: the claim is a conditional write, so one of them tells, once."""
     from prefect import flow, task
     from prefect.cache_policies import NO_CACHE
+    from prefect.futures import PrefectFuture
+    from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
     from flows import _report as report
 
@@ -420,7 +422,11 @@ def test_the_same_incident_met_at_once_is_told_once(
             p, store.s3, "gate_failed", service="api", environment="dev", digest=d, reasons=["tests: failed"]
         )
 
-    @flow
+    # A thread for each (the barrier needs all n at once), whatever the thread pool setting says.
+    # The cast: Prefect's flow() is typed for TaskRunner[PrefectFuture], not for its own subclass.
+    threads = cast("TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_workers=n))
+
+    @flow(task_runner=threads)
     def many() -> None:
         for future in [meet.submit() for _ in range(n)]:
             future.result()
@@ -555,6 +561,60 @@ def test_an_approval_that_timed_out_is_told_once_whichever_writer_announces_it(
     assert data["headline"] == "Approval timed out: api 1.0 -> prod"
     assert data["reasons"] == ["approval timed out after 2m: no valid decision"]
     assert data["stage_report"] == "promotion-api-prod" and data["kind"] == "timed_out"
+    key = signing.standard_webhooks_key(SECRET)
+    ts = int(headers["webhook-timestamp"])
+    assert signing.standard_webhooks_signature_matches(
+        key, headers["webhook-id"], ts, body, headers["webhook-signature"]
+    )
+
+
+def test_a_rejection_of_a_suspended_approval_is_told(
+    prefect_api: str,
+    s3_server: LocalS3,
+    prefix: str,
+    tmp_path: Path,
+    receiver: Receiver,
+) -> None:
+    """The other path of a rejection: a run of the deployment (served by a real ``promote serve``,
+    which holds the webhook secret, as in production) suspends with no process; the answer
+    through the form re-enters it from the top, and that run tells the owners."""
+    import os
+
+    from tests.flows import test_suspended_approval as suspended
+
+    owner = f'{{name: oncall, webhook: {{url: "{receiver.url}", secret_env: {SECRET_ENV}}}}}'
+    cfg = tmp_path / "promotion.yaml"
+    cfg.write_text(
+        suspended.PIPELINE.format(
+            endpoint=s3_server.endpoint_url,
+            bucket=s3_server.bucket,
+            prefix=prefix,
+            services=f"{{name: api, owners: [{owner}]}}",
+            timeout="1h",
+        )
+    )
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, **s3_server.env(), SECRET_ENV: SECRET}
+    env.pop("PREFECT__FLOW_RUN_ID", None)
+    served = suspended.Served(cfg, env, tmp_path / "serve.log")
+    served.start()
+    try:
+        d = served.publish(tmp_path, "api")
+        run_id = served.start_run("api", d)
+        suspended.wait_suspended(run_id)
+        assert receiver.of("rejected", d) == []
+        suspended.resume_as_ui(run_id, "reject", "alice", "not on a Friday")
+        final = suspended.wait_final(run_id)
+        assert not final.state.is_completed(), final.state.message
+    finally:
+        served.stop()
+    ((headers, body),) = receiver.of("rejected", d)
+    data = json.loads(body)["data"]
+    assert data["headline"] == "Rejected: api 1.0 -> prod"
+    assert data["reasons"] == ["rejected by alice: not on a Friday"]
+    assert data["stage_report"] == "promotion-api-prod"
+    # Told by the re-entered run's prod stage (its run_url is where the owners look).
+    prod_stages = [str(r.id) for r in suspended.stage_runs(run_id) if r.parameters["environment"] == "prod"]
+    assert data["flow_run_id"] in prod_stages and data["run_url"].endswith(data["flow_run_id"])
     key = signing.standard_webhooks_key(SECRET)
     ts = int(headers["webhook-timestamp"])
     assert signing.standard_webhooks_signature_matches(
