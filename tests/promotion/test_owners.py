@@ -10,7 +10,10 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from promotion import owners
+from promotion.local_s3 import LocalS3
 from promotion.s3 import S3
+from promotion.store import ArtifactStore
+from tests.faultproxy import FaultProxy, Rule, proxied_pipeline
 
 T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
 
@@ -70,3 +73,18 @@ def test_a_metric_transition_is_told_once_past_the_next_night(s3: S3) -> None:
     owners.settle(s3, held, T0, ["oncall"])
     assert owners.claim(s3, key, T0 + dt.timedelta(days=1), owners.METRIC_TOLD_WINDOW) is None
     assert owners.claim(s3, key, T0 + owners.METRIC_TOLD_WINDOW, owners.METRIC_TOLD_WINDOW) is not None
+
+
+def test_a_claim_whose_answer_was_lost_is_still_ours(s3_server: LocalS3, prefix: str) -> None:
+    """The PUT lands but its answer never comes back; botocore's retry of it gets 412: the marker
+    carries this claim's token, so the incident is told (by us) rather than by nobody."""
+    with FaultProxy(s3_server.endpoint_url) as proxy:
+        s3 = ArtifactStore(proxied_pipeline(s3_server, prefix, proxy)).s3
+        key = _key(s3)
+        lost = proxy.add(Rule("PUT", "/notified/", "drop_response"))
+        held = owners.claim(s3, key, T0)
+        assert lost.hits == 1, "the fault was not injected"
+        assert held is not None
+        found = s3.get_with_etag(key)
+        assert found is not None and found[1] == held.etag
+        assert owners.claim(s3, key, T0) is None  # and nobody else's
