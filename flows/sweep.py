@@ -230,7 +230,9 @@ def metric_alerts(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) ->
     """Check every service's ``alerts``; emit an event per crossing and recovery; remember them.
 
     The state is saved after its events were emitted (told at least once). An S3 error for one
-    service is logged and leaves its state as it was: the next night tells what changed.
+    service is logged and leaves its state as it was: the next night tells what changed. Webhook
+    owners get each transition signed (:func:`_tell_webhook_owners`), sent again next night if
+    the POST failed.
     """
     from prefect.events import emit_event
 
@@ -276,31 +278,35 @@ def metric_alerts(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) ->
                     id=owners.metric_event_id(store.s3, t),
                 )
                 logger.warning("%s/%s: metric %s: %s", t.service, t.environment, t.kind, t.reading.describe())
-                _tell_webhook_owners(service, store, t, now)
-            save_state(store.s3, state)
+            # Webhook owners: tonight's transitions, and those a failed POST left unsent (for as
+            # long as their claim would say "told"); what fails again waits for the next night.
+            retry = [u for u in state.unsent if now - u.at < owners.METRIC_TOLD_WINDOW]
+            unsent = [u for u in [*retry, *changes] if not _tell_webhook_owners(service, store, u, now)]
+            save_state(store.s3, state.model_copy(update={"unsent": unsent}))
             told += changes
         except PromotionError as exc:
             logger.error("metric alerts of %s not checked: %s: %s", service.name, type(exc).__name__, exc)
     return told
 
 
-def _tell_webhook_owners(service: Service, store: ArtifactStore, t: Transition, now: dt.datetime) -> None:
+def _tell_webhook_owners(service: Service, store: ArtifactStore, t: Transition, now: dt.datetime) -> bool:
     """POST the signed ``promotion.metric.<kind>`` to the service's webhook owners, once per
-    transition (block owners hear of it through their automation, from the event). Claimed like
-    an incident (promotion.owners.claim), so a sweep that died before saving the alert state, or
-    two sweeps at once, do not send it again; a failed POST releases the claim: the next sweep
-    finds the same transition and tries again. Never raises: the alert state is saved anyway."""
+    transition (block owners hear of it through their automation, from the event); False when
+    some owner was not reached (the caller keeps it in the alert state's ``unsent``, and the
+    next sweep sends it again). Claimed like an incident (promotion.owners.claim), so a sweep
+    that died before saving the alert state, or two sweeps at once, do not send it again; a
+    failed POST releases the claim. Never raises: the alert state is saved anyway."""
     from promotion import owners
 
     hooks = [(o.name, o.webhook) for o in service.owners if o.webhook is not None]
     if not hooks:
-        return
+        return True
     logger = get_run_logger()
     try:
         held = owners.claim(store.s3, owners.metric_marker_key(store.s3, t), now, owners.METRIC_TOLD_WINDOW)
         if held is None:
             logger.info("webhook owners of %s already told of %s %s", t.service, t.reading.metric, t.kind)
-            return
+            return True
         msg_id = owners.metric_message_id(store.s3, t)
         body = owners.metric_webhook_body(t, msg_id)
         reached: list[str] = []
@@ -312,10 +318,11 @@ def _tell_webhook_owners(service: Service, store: ArtifactStore, t: Transition, 
                 logger.warning("could not tell %s", exc)
         if len(reached) == len(hooks):
             owners.settle(store.s3, held, now, reached)
-        else:
-            owners.release(store.s3, held)
+            return True
+        owners.release(store.s3, held)
     except Exception as exc:  # noqa: BLE001 - telling must never stop the alert step
         logger.warning("could not tell the webhook owners of %s: %s: %s", t.service, type(exc).__name__, exc)
+    return False
 
 
 def delivery_summary(pipeline: Pipeline, store: ArtifactStore, now: dt.datetime) -> str | None:

@@ -64,18 +64,6 @@ class CrossedEntry(BaseModel):
     threshold: float
 
 
-class AlertState(BaseModel):
-    """What is crossed now, per metric, as of the last sweep."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    service: str
-    environment: str
-    crossed: dict[MetricName, CrossedEntry] = {}
-    #: When each metric last recovered: what tells one crossing of it from the next.
-    recovered: dict[MetricName, dt.datetime] = {}
-
-
 class Transition(BaseModel):
     """A change to tell: ``promotion.metric.crossed`` or ``promotion.metric.recovered``."""
 
@@ -87,10 +75,26 @@ class Transition(BaseModel):
     window_days: float
     reading: Reading
     band: str | None
+    at: dt.datetime  # the sweep that found it
     #: The same for every sweep that finds this transition (one that died before saving the state
     #: finds it again): a crossing is named by the last recovery before it, a recovery by the
     #: crossing it ends. The webhook-id and the "told" marker derive from it.
     transition_id: str
+
+
+class AlertState(BaseModel):
+    """What is crossed now, per metric, as of the last sweep."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service: str
+    environment: str
+    crossed: dict[MetricName, CrossedEntry] = {}
+    #: When each metric last recovered: what tells one crossing of it from the next.
+    recovered: dict[MetricName, dt.datetime] = {}
+    #: Transitions some webhook owner has not received (a POST failed): the next sweep sends
+    #: them again (flows/sweep.py), as a failed incident is told again by the next retry.
+    unsent: list[Transition] = []
 
 
 def readings(m: DoraMetrics, alerts: MetricAlerts) -> list[Reading]:
@@ -174,10 +178,17 @@ def transitions(
                     window_days=window_days,
                     reading=r,
                     band=_band(m, r.metric),
+                    at=now,
                     transition_id=transition_id,
                 )
             )
-    state = AlertState(service=m.service, environment=m.environment, crossed=crossed, recovered=recovered)
+    state = AlertState(
+        service=m.service,
+        environment=m.environment,
+        crossed=crossed,
+        recovered=recovered,
+        unsent=previous.unsent,
+    )
     return told, state
 
 

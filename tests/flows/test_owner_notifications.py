@@ -469,7 +469,13 @@ def test_webhook_owners_hear_of_metric_alerts_signed_once_per_transition(
     s.promoted("A", NOW - 10 * DAY, commit_time=NOW - 10 * DAY - HOUR)
     s.promoted("B", NOW - 9 * DAY, commit_time=NOW - 9 * DAY - HOUR)
     s.rolled_back("A", "B", NOW - 9 * DAY + HOUR, "verification failed: http: HTTP 500")
+    # The sweep's process lacks the secret tonight: the crossing is not sent, and is not lost.
+    monkeypatch.delenv(SECRET_ENV)
     assert night(NOW) == ["crossed"]
+    assert metric("crossed") == []
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    assert night(NOW + HOUR) == []  # nothing changed, but what was unsent goes now
+    assert len(metric("crossed")) == 1
     # A sweep that died after telling, before saving the alert state: the next one finds the same
     # crossing again, and sends nothing new.
     store.s3.delete(state_key(store.s3, "api"))
