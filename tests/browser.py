@@ -16,6 +16,12 @@ if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
 CHROMIUM = Path("/usr/bin/chromium")
+#: Where the browser tests keep their screenshots after the run (the issue asks for them as test
+#: artifacts; a test's tmp_path is gone with the next run): ``test-artifacts/`` at the repository
+#: root (git-ignored), or PROMOTION_TEST_ARTIFACTS.
+ARTIFACTS = Path(
+    os.environ.get("PROMOTION_TEST_ARTIFACTS") or Path(__file__).resolve().parent.parent / "test-artifacts"
+)
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -42,3 +48,12 @@ def chromium() -> Iterator[Browser]:
             yield b
         finally:
             b.close()
+
+
+def artifact_path(name: str) -> Path:
+    """A path under :data:`ARTIFACTS` for a file a test keeps (e.g. ``report.png``); printed, so
+    ``pytest -s`` says where it is."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    print(f"kept: {path}")
+    return path

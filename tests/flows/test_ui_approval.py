@@ -37,7 +37,7 @@ from promotion.gates import GateResult
 from promotion.local_s3 import LocalS3
 from promotion.models import ArtifactRecord, EnvState, Provenance
 from promotion.report import approval_description
-from tests.browser import chromium
+from tests.browser import artifact_path, chromium
 from tests.flows.harness import Run, Setup, wait_for_paused
 from tests.flows.test_suspended_approval import Served, wait_final, wait_suspended
 
@@ -183,7 +183,8 @@ def assert_form_above_the_fold(page: Page, container: Any, decision: Any, shot: 
 
     The classic UI scrolls the description inside a box of its own, the v2 UI scrolls the dialog:
     the report link (the description's first line) and the control are checked whole in view,
-    which an element clipped by a scrolled box is not. A screenshot is kept under tmp_path.
+    which an element clipped by a scrolled box is not. A screenshot is kept as a test artifact
+    (tests/browser.artifact_path).
     """
     from playwright.sync_api import expect
 
@@ -240,7 +241,7 @@ def test_classic_ui_refused_answer_then_approval(
 
     card = open_form()
     assert_form_above_the_fold(
-        page, card, card.locator(".p-select-button__control").first, tmp_path / "classic-form.png"
+        page, card, card.locator(".p-select-button__control").first, artifact_path("classic-form.png")
     )
     assert "May approve" in card.inner_text()
     report = report_link(card)
@@ -297,7 +298,7 @@ def _v2_reject(s: Setup, ui_url: str, page: Page, tmp_path: Path, paused: str) -
     page.get_by_role("menuitem", name="Resume").click()
     dialog = page.get_by_role("dialog")
     decision = dialog.get_by_role("button", name="Select Decision")
-    assert_form_above_the_fold(page, dialog, decision, tmp_path / "v2-form.png")
+    assert_form_above_the_fold(page, dialog, decision, artifact_path("v2-form.png"))
     assert "May approve" in dialog.inner_text()
     report = report_link(dialog)
     assert report == f"{ui_url}/v2/artifacts/key/promotion-api-prod"

@@ -1,7 +1,7 @@
 """The delivery dashboard (issue 11 item 2): a seeded ledger in a real S3 server (SeaweedFS) ->
 ``promote report``'s HTML file, rendered offline by headless Chromium (tests/browser.py), and
-what a person sees on it asserted. The full-page screenshot is kept under the test's tmp_path
-(its path is printed: ``pytest -s`` shows it)."""
+what a person sees on it asserted. The full-page screenshot is kept as a test artifact,
+``test-artifacts/report.png`` (tests/browser.artifact_path)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from promotion.dashboard.model import gather
 from promotion.ledger import Ledger
 from promotion.local_s3 import LocalS3
 from promotion.store import ArtifactStore
-from tests.browser import chromium
+from tests.browser import artifact_path, chromium
 from tests.conftest import PIPELINE_TEMPLATE
 from tests.faultproxy import FaultProxy, Rule
 from tests.promotion.test_metrics import D, H, Seeder, dg, promote
@@ -125,9 +125,8 @@ def test_report_shows_what_happened(store: ArtifactStore, page: Page, tmp_path: 
     path = tmp_path / "report.html"
     path.write_text(render(report), encoding="utf-8")
     seen = Opened(page, path)
-    shot = tmp_path / "report.png"
+    shot = artifact_path("report.png")
     page.screenshot(path=str(shot), full_page=True)  # before the checks: it shows what failed too
-    print(f"report screenshot: {shot}")
 
     api = "section[data-service='api']"
     assert seen.text(f"{api} h2") == "api"
