@@ -175,11 +175,99 @@ def prefect_yaml(pipeline: Pipeline, config: str = "promotion.yaml") -> str:
     return header + dump(head) + "\n" + dump({"deployments": listed})
 
 
+#: What each flow run needs, imported once by the forkserver that serve's flow runs are forked
+#: from (see :func:`_fork_flow_runs`); ``promotion.cli`` is the ``promote`` script's import, which
+#: a child re-runs as its ``__mp_main__``.
+FORKSERVER_PRELOAD = (
+    "prefect.flow_engine",
+    "flows.pipeline",
+    "flows.rollback",
+    "flows.deadlines",
+    "flows.sweep",
+    "promotion.cli",
+)
+
+
+def _fork_flow_runs() -> bool:
+    """Start serve's flow runs by forking a warm process instead of spawning a fresh interpreter.
+
+    Prefect's runner starts a flow it holds in memory with ``run_flow_in_subprocess``, which
+    spawns a new interpreter: each resumed approval paid ~2-3 s of ``import prefect`` and our
+    modules before its first line ran (bench/bench_approvals.py, issue 8). Python's forkserver
+    is one single-threaded process (no threads, loops or sockets of serve's to inherit), started
+    here, that imports :data:`FORKSERVER_PRELOAD` once and forks a child per run; a child gets
+    its own environment and settings (Prefect's wrapper applies them, as after a spawn), and
+    Prefect tracks, cancels and kills it by pid as before. Waiting still costs nothing per run:
+    the forkserver (and multiprocessing's resource tracker) is one process whatever waits, and
+    exits with serve, ``kill -9`` included (it watches a pipe from serve). The flow code is the
+    one imported when serve started: restart serve to run changed code (as with any server
+    that preloads).
+
+    Prefect has no setting for the start method (``spawn`` is written in ``run_flow_in_subprocess``),
+    so its module's ``multiprocessing`` is given a forkserver context. When Prefect's code is
+    not what this was written for, serve keeps Prefect's spawn and says so (False).
+    """
+    import multiprocessing
+
+    import prefect.flow_engine as engine
+
+    if not isinstance(getattr(engine, "multiprocessing", None), type(multiprocessing)) or not hasattr(
+        engine, "run_flow_in_subprocess"
+    ):
+        return False
+    import multiprocessing.forkserver
+
+    forkserver = multiprocessing.get_context("forkserver")
+    forkserver.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+    # Now, not with the first run: that run is as quick as the others, and the forkserver is
+    # part of what serve costs idle (it is the same one process with any number waiting).
+    multiprocessing.forkserver.ensure_running()
+
+    class StartedByForkserver:
+        """``multiprocessing`` for Prefect's flow engine, whose every context is the forkserver."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(multiprocessing, name)
+
+        def get_context(self, method: str | None = None) -> Any:
+            return forkserver
+
+    setattr(engine, "multiprocessing", StartedByForkserver())  # noqa: B010 - replaces a module
+    return True
+
+
 def serve_all(pipeline: Pipeline, config: Path, limit: int | None = None) -> None:
     """Block serving the deployments; Ctrl-C stops it."""
-    from prefect import serve
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.logging import get_logger
+    from prefect.runner import Runner
 
     # The runner starts each flow run in a child process, which inherits this: the runs send the
     # heartbeats the crash-detection automation expects (promotion/heartbeats.py).
     heartbeats.enable()
-    serve(*runner_deployments(pipeline, config), limit=limit, query_seconds=POLL_SECONDS)
+    logger = get_logger("promotion.serve")
+    runner = Runner(pause_on_shutdown=True, limit=limit, query_seconds=POLL_SECONDS)
+    params = {"config": str(config.resolve())}
+    # add_flow, not add_deployment: the runner then holds the flow and runs it in a child process
+    # directly (no `python -m prefect.engine` that reads the deployment and imports the entrypoint
+    # again). The deployments registered are those runner_deployments() gives (same arguments).
+    served = deployments(pipeline)
+    for d in served:
+        runner.add_flow(
+            d.flow,
+            name=d.name,
+            description=d.description,
+            parameters=params,
+            schedules=d.schedules or None,
+            concurrency_limit=d.concurrency_limit,
+        )
+    # After the registrations: a serve that cannot reach Prefect fails without starting anything.
+    if not _fork_flow_runs():
+        logger.warning("Prefect's flow engine is not the one expected: flow runs start by spawn (slower)")
+    logger.info("serving %d deployments (checking for runs every %d s)", len(served), POLL_SECONDS)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal) as exc:
+        logger.info("received %s, shutting down", type(exc).__name__)

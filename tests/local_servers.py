@@ -82,3 +82,24 @@ def children(pid: int) -> list[int]:
         for k in kids:
             out += [k, *children(k)]
     return out
+
+
+def run_processes(serve_pid: int) -> list[int]:
+    """What :func:`children` finds of ``promote serve`` but its two standing helpers, started
+    with serve and one whatever waits: the forkserver its flow runs are forked from and
+    multiprocessing's resource tracker (flows/serve.py). The forkserver's children (flow runs,
+    which keep its command line) are counted."""
+    helpers: set[int] = set()
+    for task in Path(f"/proc/{serve_pid}/task").glob("*/children"):
+        try:
+            kids = task.read_text().split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        for kid in kids:
+            try:
+                cmd = Path(f"/proc/{kid}/cmdline").read_bytes()
+            except OSError:  # exited meanwhile
+                continue
+            if b"multiprocessing.forkserver import main" in cmd or b"multiprocessing.resource_tracker" in cmd:
+                helpers.add(int(kid))
+    return [pid for pid in children(serve_pid) if pid not in helpers]

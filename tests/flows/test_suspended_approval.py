@@ -28,7 +28,7 @@ from promotion.config import load_pipeline
 from promotion.digest import Digest
 from promotion.models import LedgerRecord, Provenance
 from promotion.store import ArtifactStore
-from tests.local_servers import children
+from tests.local_servers import run_processes
 
 PROMOTE = str(Path(sys.executable).parent / "promote")
 SERVICES = ["api", "web", "worker"]
@@ -196,11 +196,12 @@ def processes_of(run_id: str) -> list[str]:
 
 
 def gone(run_id: str, serve_pid: int | None = None, timeout: float = 30) -> list[str]:
-    """Processes of the run (and children of ``serve_pid``, zombies too) still there once the run
-    had ``timeout`` s to exit after suspending."""
+    """Processes of the run (and run processes of ``serve_pid``, zombies too) still there once
+    the run had ``timeout`` s to exit after suspending. A run process forked by serve's
+    forkserver keeps the forkserver's environment: the process tree is what finds it."""
     deadline = time.monotonic() + timeout
     while True:
-        left = processes_of(run_id) + (describe(children(serve_pid)) if serve_pid else [])
+        left = processes_of(run_id) + (describe(run_processes(serve_pid)) if serve_pid else [])
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)  # polling the process table for a condition, with a deadline
