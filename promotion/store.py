@@ -590,7 +590,7 @@ class ArtifactStore:
 
     def _published_recently(self, service: str, idem: str) -> bool:
         """Whether one of the service's last :data:`RECENT_EVENTS` ledger events is this publish's."""
-        tip = self.ledger.tip(service)
+        tip = self.ledger.tip(service, remember=True)  # the append that may follow starts there
         if tip.record is None:
             return False
         if tip.record.idempotency_id == idem:

@@ -53,6 +53,29 @@ def test_state_is_found_in_constant_requests(pipeline: Pipeline) -> None:
     assert len(sent) == 3, sent  # head hint, last record, probe for the next one
 
 
+def test_an_append_from_a_remembered_tip_saves_its_lookup_and_survives_it_going_stale(
+    pipeline: Pipeline,
+) -> None:
+    """``tip(remember=True)`` (a publish looks for its own event first) lets the next append
+    skip finding the tip; when another writer appended meanwhile, the append still takes the
+    next free place, chained to what is really there."""
+    led, other = ledger_for(pipeline), ledger_for(pipeline)
+    led.append("api", "published", D1, actor="ci", version="1")
+    fresh = ledger_for(pipeline)
+    fresh.tip("api", remember=True)
+    sent: list[str] = []
+    fresh.s3.client.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.method))
+    r2 = fresh.append("api", "promoted", D1, actor="ci", environment="dev", version="1")
+    assert r2.seq == 2 and sent == ["PUT", "PUT"], sent  # the record and the head hint only
+    led.tip("api", remember=True)
+    r3 = other.append("api", "promoted", D2, actor="bob", environment="dev", version="2")
+    r4 = led.append("api", "promoted", D1, actor="alice", environment="staging", version="1")
+    assert (r3.seq, r4.seq) == (3, 4)
+    assert r4.prev == Digest.of_bytes(r3.canonical_bytes())
+    assert r4.state.environments["dev"].digest == D2  # the state follows from the real record 3
+    assert led.verify("api").ok
+
+
 def test_concurrent_appends_8_threads_x_10(pipeline: Pipeline) -> None:
     led = ledger_for(pipeline)
     barrier = threading.Barrier(8)
