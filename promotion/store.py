@@ -170,7 +170,9 @@ def _state_of(st: os.stat_result) -> FileState:
     return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
 
 
-_file_state = file_state
+def _check_unchanged_since(path: Path, state: FileState, since: FileState | None) -> None:
+    if since is not None and state != since:
+        raise FileChangedDuringPublish(str(path), "it was written to after its stack and version were read")
 
 
 @dataclass(frozen=True)
@@ -247,22 +249,20 @@ class ArtifactStore:
         ``hashed``: the first read already started on ``path`` (:mod:`promotion.hash_ahead`),
         whose open file, state at open and hashes are used instead; the caller closes it.
         """
-        if hashed is not None and hashed.path == path:
-            return self._put_hashed_ahead(path, hashed, unchanged_since, progress)
         try:
+            if hashed is not None and hashed.path == path:
+                _check_unchanged_since(path, hashed.state, unchanged_since)
+                return self._put_large(path, hashed.fd, hashed.state, progress, first_read=hashed.result())
             with path.open("rb") as f:
                 fd = f.fileno()
-                before = _file_state(fd)
-                if unchanged_since is not None and before != unchanged_since:
-                    raise FileChangedDuringPublish(
-                        str(path), "it was written to after its stack and version were read"
-                    )
+                before = file_state(fd)
+                _check_unchanged_since(path, before, unchanged_since)
                 size = before[0]
                 if size <= MULTIPART_THRESHOLD:
                     data = f.read(MULTIPART_THRESHOLD + 1)
                     if len(data) != size:
                         raise FileChangedDuringPublish(str(path), f"its size changed from {size} bytes")
-                    if _file_state(fd) != before:
+                    if file_state(fd) != before:
                         raise FileChangedDuringPublish(str(path), "it was written to while it was read")
                     return self._put_small(data, progress)
                 return self._put_large(path, fd, before, progress)
@@ -273,22 +273,6 @@ class ArtifactStore:
         if len(data) > MULTIPART_THRESHOLD:
             raise ValueError("put_blob_bytes takes at most MULTIPART_THRESHOLD bytes; use put_blob")
         return self._put_small(data, None)
-
-    def _put_hashed_ahead(
-        self,
-        path: Path,
-        hashed: HashAhead,
-        unchanged_since: FileState | None,
-        progress: ProgressCallback | None,
-    ) -> tuple[BlobInfo, int]:
-        if unchanged_since is not None and hashed.state != unchanged_since:
-            raise FileChangedDuringPublish(
-                str(path), "it was written to after its stack and version were read"
-            )
-        try:
-            return self._put_large(path, hashed.fd, hashed.state, progress, first_read=hashed.result())
-        except OSError as exc:
-            raise EvidenceError(f"cannot read {path}: {exc.strerror or exc}") from None
 
     def _existing(self, digest: Digest, size: int) -> BlobInfo | None:
         head = self.s3.head(self.blob_key(digest))
@@ -333,7 +317,7 @@ class ArtifactStore:
             raise FileChangedDuringPublish(str(path), f"it shrank below {size} bytes while it was hashed")
         # Checked here too, not only before completing the upload: when the blob already exists
         # nothing else would notice that the digest is of bytes other than those first inspected.
-        if _file_state(fd) != before:
+        if file_state(fd) != before:
             raise FileChangedDuringPublish(str(path), "it was written to while it was hashed")
         found = self._existing(digest, size)
         if found is not None:
@@ -411,7 +395,7 @@ class ArtifactStore:
                     for fu in futures:
                         fu.cancel()
                     raise
-            now = _file_state(parts[0].fd)
+            now = file_state(parts[0].fd)
             if now[0] != size:
                 raise FileChangedDuringPublish(str(path), f"its size changed from {size} to {now[0]} bytes")
             if now != before:
@@ -520,13 +504,8 @@ class ArtifactStore:
         # The client (boto3's imports and set-up) is made while the first read hashes the file.
         self.s3.warm_up()
         blob, uploaded = self.put_blob(path, progress, unchanged_since=inspected.state, hashed=hashed)
-        refs: list[EvidenceRef] = []
-        for kind, ev_path in evidence:
-            ev_blob, ev_uploaded = self.put_blob(ev_path)
-            uploaded += ev_uploaded
-            refs.append(
-                EvidenceRef(kind=kind, digest=ev_blob.digest, filename=ev_path.name, size=ev_blob.size)
-            )
+        refs, ev_uploaded = self._put_evidence(evidence)
+        uploaded += ev_uploaded
         record = ArtifactRecord(
             service=service,
             digest=blob.digest,
@@ -629,16 +608,19 @@ class ArtifactStore:
         """
         self.pipeline.service(service)
         record = self.record(service, digest)
-        uploaded = 0
-        refs: list[EvidenceRef] = []
-        for kind, ev_path in evidence:
-            ev_blob, ev_uploaded = self.put_blob(ev_path)
-            uploaded += ev_uploaded
-            refs.append(
-                EvidenceRef(kind=kind, digest=ev_blob.digest, filename=ev_path.name, size=ev_blob.size)
-            )
+        refs, uploaded = self._put_evidence(evidence)
         result = self._attach(record, refs, provenance, via="attest")
         return AttestResult(record, result.attached, result.already, result.event, uploaded)
+
+    def _put_evidence(self, evidence: Sequence[tuple[EvidenceKind, Path]]) -> tuple[list[EvidenceRef], int]:
+        """Each report's blob (publish and attest send them alike); the bytes actually uploaded."""
+        refs: list[EvidenceRef] = []
+        uploaded = 0
+        for kind, ev_path in evidence:
+            blob, sent = self.put_blob(ev_path)
+            uploaded += sent
+            refs.append(EvidenceRef(kind=kind, digest=blob.digest, filename=ev_path.name, size=blob.size))
+        return refs, uploaded
 
     def _attach(
         self, record: ArtifactRecord, refs: Sequence[EvidenceRef], provenance: Provenance, *, via: str
