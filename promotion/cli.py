@@ -240,18 +240,18 @@ def publish(
     try:
         result = _publish(
             path,
-            service,
-            version,
-            evidence,
-            follow_symlinks,
-            commit,
-            commit_author,
-            commit_time,
-            build_url,
-            builder,
-            actor,
-            stack,
-            ahead,
+            service=service,
+            version=version,
+            evidence=evidence,
+            follow_symlinks=follow_symlinks,
+            commit=commit,
+            commit_author=commit_author,
+            commit_time=commit_time,
+            build_url=build_url,
+            builder=builder,
+            actor=actor,
+            stack=stack,
+            ahead=ahead,
         )
     finally:
         if ahead is not None:
@@ -282,6 +282,7 @@ def publish(
 
 def _publish(
     path: Path,
+    *,
     service: str,
     version: str | None,
     evidence: list[str] | None,
