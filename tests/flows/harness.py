@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,28 +99,31 @@ def resume(run_id: str, decision: str, approver: str, reason: str = "") -> None:
 
 
 def filtered_events(
-    api: str, body: dict[str, Any], expected: set[str], timeout: float = 30
+    api: str, body: dict[str, Any], expected: set[str] | Mapping[str, int], timeout: float = 30
 ) -> list[dict[str, Any]]:
     """The events ``body`` (an /events/filter request) selects, once all ``expected`` names are
-    among them: the server persists events asynchronously."""
+    among them (a mapping: at least that many of each): the server persists events
+    asynchronously, so two events of one name may arrive a poll apart."""
     import httpx
 
+    wanted = Counter(expected) if isinstance(expected, Mapping) else Counter(dict.fromkeys(expected, 1))
     deadline = time.monotonic() + timeout
     events: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         r = httpx.post(f"{api}/events/filter", json=body)
         r.raise_for_status()
         events = r.json()["events"]
-        if expected <= {e["event"] for e in events}:
+        if not wanted - Counter(e["event"] for e in events):
             return events
         time.sleep(0.5)  # polling for a condition, with a deadline
     raise AssertionError(
-        f"events {expected - {e['event'] for e in events}} never arrived: {[e['event'] for e in events]}"
+        f"events {dict(wanted - Counter(e['event'] for e in events))} never arrived: "
+        f"{[e['event'] for e in events]}"
     )
 
 
 def promotion_events(
-    api: str, digest: Digest, expected: set[str], timeout: float = 30
+    api: str, digest: Digest, expected: set[str] | Mapping[str, int], timeout: float = 30
 ) -> list[dict[str, Any]]:
     """Promotion events about ``digest``, once all ``expected`` names are persisted (async)."""
     body = {"filter": {"any_resource": {"id": [f"promotion.digest.{digest}"]}}, "limit": 50}

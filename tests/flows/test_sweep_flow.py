@@ -131,7 +131,7 @@ def test_drift_is_corrected_or_reported_and_corruption_flagged(world: World, pre
     # retention applied: every blob here is referenced or young, so nothing went
     assert rep.retention.deleted == [] and {k for k in world.snapshot() if "/blobs/" in k} == blobs_before
 
-    events = promotion_events(prefect_api, good, {"promotion.drift.detected"})
+    events = promotion_events(prefect_api, good, {"promotion.drift.detected": 2})
     drift = {
         e["resource"]["promotion.environment"]: e["payload"]
         for e in events
