@@ -56,7 +56,7 @@ class HashAhead:
         self.fd = fd
         self.state = state
         self.part_size = part_size(state[0])
-        self._result: Future[tuple[Digest, list[bytes], int]] = Future()
+        self._result: Future[tuple[Digest, list[int], int]] = Future()
         self._stop = threading.Event()
         threading.Thread(target=self._run, name="hash-ahead", daemon=True).start()
 
@@ -84,8 +84,8 @@ class HashAhead:
         except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
             self._result.set_exception(exc)
 
-    def result(self) -> tuple[Digest, list[bytes], int]:
-        """(digest, raw SHA-256 of each part, bytes read): waits for the pass; raises its error."""
+    def result(self) -> tuple[Digest, list[int], int]:
+        """(digest, CRC32 of each part, bytes read): waits for the pass; raises its error."""
         return self._result.result()
 
     def close(self) -> None:

@@ -50,8 +50,10 @@ class EvidenceRef(Record):
 class BlobInfo(Record):
     digest: Digest
     size: int
-    #: What S3 reports as ChecksumSHA256: the digest itself for single-part uploads, a composite
-    #: ``<b64>-<parts>`` for multipart ones. The cheap check compares against it.
+    #: What S3 reports as the object's checksum: the digest itself (ChecksumSHA256) for
+    #: single-part uploads, a composite ``<b64>-<parts>`` for multipart ones (ChecksumCRC32 of
+    #: the parts' CRC32s; ChecksumSHA256 for blobs published before). The cheap check compares
+    #: against it.
     s3_checksum: str | None = None
 
 

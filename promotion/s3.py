@@ -76,6 +76,17 @@ class Head:
     metadata: dict[str, str]
     #: ``FULL_OBJECT`` or ``COMPOSITE`` when the server says (SeaweedFS does not).
     checksum_type: str | None = None
+    #: The server's base64 CRC32 checksum: what a multipart blob's parts carry (composite,
+    #: ``<b64>-<parts>``), see :mod:`promotion.store`.
+    checksum_crc32: str | None = None
+
+    @property
+    def composite_checksum(self) -> str | None:
+        """A multipart upload's composite checksum (``<b64>-<parts>``), whichever algorithm."""
+        for value in (self.checksum_crc32, self.checksum_sha256):
+            if value is not None and "-" in value:
+                return value
+        return None
 
 
 @dataclass(frozen=True)
@@ -299,6 +310,7 @@ class S3:
                 checksum_sha256=r.get("ChecksumSHA256"),
                 metadata=r.get("Metadata", {}),
                 checksum_type=r.get("ChecksumType"),
+                checksum_crc32=r.get("ChecksumCRC32"),
             )
 
         return self.call_or_none("HEAD", key, do)

@@ -9,7 +9,7 @@ Layout::
 Publishing holds at most one small file (up to 16 MiB) in memory, whatever the size. A small file
 is read once and sent in one PUT whose checksum is the digest itself. A larger file is read twice:
 the first read computes the digest (so the blob goes straight to its final key, no staging copy)
-and each part's SHA-256; the second streams the parts from disk to a multipart upload, each with
+and each part's CRC32; the second streams the parts from disk to a multipart upload, each with
 its first-read checksum, so neither a corrupted transfer nor a file modified in between can store
 bytes under a name they do not hash to. A blob that already exists is not uploaded again.
 """
@@ -22,6 +22,7 @@ import json
 import os
 import stat
 import uuid
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -123,16 +124,16 @@ class _FilePart:
     """One part of a file as a seekable, sized body for botocore, read from disk as it is sent.
 
     Nothing but the HTTP layer's read buffer is held in memory; a retry rewinds (``seek(0)``).
-    The bytes are not hashed again here: the part goes with the SHA-256 of the first read, which
+    The bytes are not hashed again here: the part goes with the CRC32 of the first read, which
     the server checks (it refuses a part whose bytes differ, ``BadDigest``).
     """
 
-    def __init__(self, fd: int, offset: int, length: int, sha256: bytes) -> None:
+    def __init__(self, fd: int, offset: int, length: int, crc32: int) -> None:
         self.fd = fd
         self.offset = offset
         self.length = length
-        self.sha256 = sha256
-        self.checksum = base64.b64encode(sha256).decode("ascii")
+        self.crc32 = crc32
+        self.checksum = base64.b64encode(crc32.to_bytes(4, "big")).decode("ascii")
         self._pos = 0
 
     def __len__(self) -> int:
@@ -159,7 +160,7 @@ class _FilePart:
     def changed_on_disk(self) -> bool:
         """Re-read the part from disk (after a failure only) and compare with the first read."""
         data = os.pread(self.fd, self.length, self.offset)
-        return len(data) != self.length or hashlib.sha256(data).digest() != self.sha256
+        return len(data) != self.length or zlib.crc32(data) != self.crc32
 
     def where(self) -> str:
         return f"bytes {self.offset}..{self.offset + self.length - 1} differ from its first read"
@@ -306,11 +307,11 @@ class ArtifactStore:
         fd: int,
         before: FileState,
         progress: ProgressCallback | None,
-        first_read: tuple[Digest, list[bytes], int] | None = None,
+        first_read: tuple[Digest, list[int], int] | None = None,
     ) -> tuple[BlobInfo, int]:
         size = before[0]
         part_bytes = part_size(size)
-        # Pass 1: the digest (the final key) and each part's SHA-256, in one read (done already
+        # Pass 1: the digest (the final key) and each part's CRC32, in one read (done already
         # when the publish started it ahead: ``first_read``).
         digest, part_sums, read = first_read or Digest.of_file_parts(fd, size, part_bytes)
         if read != size:
@@ -344,7 +345,7 @@ class ArtifactStore:
     ) -> str | None:
         """Multipart upload to ``key``, create-only; returns S3's composite checksum.
 
-        Each part is sent with the SHA-256 of its first read, so the server refuses a part whose
+        Each part is sent with the CRC32 of its first read, so the server refuses a part whose
         bytes changed since (corrupted in transit, or the file was modified): ``key`` never holds
         bytes other than those that hash to ``digest``. The upload is completed only if the file
         was not written to since before the first read (``before``: size, mtime, ctime, inode),
@@ -357,7 +358,7 @@ class ArtifactStore:
             "CreateMultipartUpload",
             key,
             lambda: client.create_multipart_upload(
-                Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", Metadata={"sha256": digest.hex}
+                Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32", Metadata={"sha256": digest.hex}
             ),
         )["UploadId"]
 
@@ -373,7 +374,7 @@ class ArtifactStore:
                         PartNumber=number,
                         Body=part,  # type: ignore[arg-type]
                         ContentLength=part.length,
-                        ChecksumSHA256=part.checksum,
+                        ChecksumCRC32=part.checksum,
                     ),
                 )
             except StoreError:
@@ -382,7 +383,7 @@ class ArtifactStore:
                 raise
             if progress:
                 progress(part.length)
-            return {"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": part.checksum}
+            return {"PartNumber": number, "ETag": r["ETag"], "ChecksumCRC32": part.checksum}
 
         try:
             futures: list[Future[CompletedPartTypeDef]] = []
@@ -420,8 +421,8 @@ class ArtifactStore:
                 if head is None or head.size != size or head.metadata.get("sha256") != digest.hex:
                     raise
                 self._abort(key, upload_id)
-                return head.checksum_sha256
-            return r.get("ChecksumSHA256")
+                return head.composite_checksum
+            return r.get("ChecksumCRC32")
         except BaseException:
             self._abort(key, upload_id)
             raise
@@ -731,16 +732,17 @@ class ArtifactStore:
         """Compare the checksum S3 computed at upload with the digest, without downloading.
 
         A single-part blob's S3 checksum *is* its digest. A multipart blob has a composite
-        checksum, compared with the one recorded at publish (``expected_checksum``).
+        checksum (of its parts' CRC32s; SHA-256s for blobs published before), compared with the
+        one recorded at publish (``expected_checksum``).
         """
         key = self.blob_key(digest)
         head = self.s3.head(key)
         if head is None:
             raise ArtifactNotFound(str(digest))
         where = f"s3://{self.s3.bucket}/{key}"
-        stored = head.checksum_sha256
+        stored = head.composite_checksum or head.checksum_sha256
         if stored is None:
-            raise DigestMismatch(str(digest), "no SHA-256 checksum stored by the server", where)
+            raise DigestMismatch(str(digest), "no checksum stored by the server", where)
         if "-" not in stored:
             actual = Digest("sha256:" + base64.b64decode(stored).hex())
             if actual != digest:

@@ -270,8 +270,10 @@ def _verify(
     # A multipart copy has a composite checksum (a hash of the part hashes, "<b64>-<parts>") that
     # says nothing directly about the digest. Those, and servers that keep no SHA-256 for the copy
     # (SeaweedFS ignores ChecksumAlgorithm on CopyObject: the copy keeps the source's checksum,
-    # or none), get the full re-hash.
-    composite = checksum is not None and ("-" in checksum or head.checksum_type == "COMPOSITE")
+    # or none; a multipart blob's is a composite of its parts' CRC32s), get the full re-hash.
+    composite = head.composite_checksum is not None or (
+        checksum is not None and head.checksum_type == "COMPOSITE"
+    )
     if checksum is not None and not composite and not full:
         actual = Digest("sha256:" + base64.b64decode(checksum).hex())
         if actual != digest:

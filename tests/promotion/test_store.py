@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import base64
 import os
+import zlib
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
@@ -12,6 +14,9 @@ from promotion.digest import Digest
 from promotion.errors import ArtifactConflict, ArtifactNotFound, DigestMismatch, EvidenceError
 from promotion.models import Provenance
 from promotion.store import ArtifactStore, parse_evidence
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 PROV = Provenance(commit="abc123", build_url="https://ci.example/1", published_by="ci-bot")
 
@@ -56,9 +61,13 @@ def test_multipart_blob_is_stored_under_its_digest_with_part_checksums(
     result = store.publish(write(tmp_path / "big", data), service="api", version="2", provenance=PROV)
     head = store.s3.head(store.blob_key(result.digest))
     assert head is not None and head.size == len(data)
-    assert head.checksum_sha256 is not None and head.checksum_sha256.endswith("-3")  # 3 parts
+    # Each part went with the CRC32 of its bytes: S3's composite is the CRC32 of those, "-3" parts.
+    p = store_mod.PART_SIZE
+    part_crcs = b"".join(zlib.crc32(data[o : o + p]).to_bytes(4, "big") for o in range(0, len(data), p))
+    composite = base64.b64encode(zlib.crc32(part_crcs).to_bytes(4, "big")).decode() + "-3"
+    assert head.checksum_crc32 == composite == head.composite_checksum
     assert head.metadata["sha256"] == result.digest.hex
-    assert result.record.s3_checksum == head.checksum_sha256
+    assert result.record.s3_checksum == composite
 
 
 def test_large_file_goes_straight_to_its_final_key(store: ArtifactStore, tmp_path: Path) -> None:
@@ -149,6 +158,61 @@ def test_a_flipped_byte_in_the_stored_blob_is_caught(store: ArtifactStore, tmp_p
     assert not out.exists() and list(tmp_path.glob(".out*")) == []
     with pytest.raises(DigestMismatch):
         store.verify_cheap(result.digest, result.record.s3_checksum)
+
+
+def _multipart_put(
+    store: ArtifactStore, key: str, data: bytes, digest: Digest, algorithm: Literal["CRC32", "SHA256"]
+) -> None:
+    """Write ``data`` under ``key`` behind the product's back, in 2 parts with ``algorithm`` checksums."""
+    c, bucket, half = store.s3.client, store.s3.bucket, len(data) // 2
+    up = c.create_multipart_upload(
+        Bucket=bucket, Key=key, ChecksumAlgorithm=algorithm, Metadata={"sha256": digest.hex}
+    )
+    parts: list[CompletedPartTypeDef] = []
+    for n, body in enumerate((data[:half], data[half:]), start=1):
+        r = c.upload_part(
+            Bucket=bucket,
+            Key=key,
+            UploadId=up["UploadId"],
+            PartNumber=n,
+            Body=body,
+            ChecksumAlgorithm=algorithm,
+        )
+        if algorithm == "CRC32":
+            parts.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumCRC32": r["ChecksumCRC32"]})
+        else:
+            parts.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]})
+    c.complete_multipart_upload(
+        Bucket=bucket, Key=key, UploadId=up["UploadId"], MultipartUpload={"Parts": parts}
+    )
+
+
+def test_cheap_check_of_a_multipart_blob_compares_the_composite_recorded_at_publish(
+    store: ArtifactStore, tmp_path: Path
+) -> None:
+    data = os.urandom(store_mod.PART_SIZE * 2 + 1)
+    result = store.publish(write(tmp_path / "big", data), service="api", version="1", provenance=PROV)
+    recorded = result.record.s3_checksum
+    check = store.verify_cheap(result.digest, recorded)
+    assert check.method == "checksum" and f"{recorded} as recorded" in check.detail
+
+    # Other bytes put under the name, in parts and with the right metadata: the composite differs.
+    key = store.blob_key(result.digest)
+    rogue = bytearray(data)
+    rogue[store_mod.PART_SIZE + 7] ^= 0x01
+    _multipart_put(store, key, bytes(rogue), result.digest, "CRC32")
+    with pytest.raises(DigestMismatch, match="composite checksum"):
+        store.verify_cheap(result.digest, recorded)
+
+    # A blob uploaded before parts carried CRC32s has a SHA-256 composite: checked against its own.
+    _multipart_put(store, key, data, result.digest, "SHA256")
+    head = store.s3.head(key)
+    assert head is not None and head.checksum_crc32 is None
+    legacy = head.composite_checksum
+    assert legacy is not None and legacy == head.checksum_sha256 and legacy.endswith("-2")
+    assert store.verify_cheap(result.digest, legacy).method == "checksum"
+    with pytest.raises(DigestMismatch):
+        store.verify_cheap(result.digest, recorded)
 
 
 def test_unknown_digest(store: ArtifactStore) -> None:
