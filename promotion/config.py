@@ -16,14 +16,12 @@ is allowed.
 ['dev', 'prod']
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args
+from typing import Annotated, Any, ClassVar, Literal, Self, Union, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -138,7 +136,7 @@ class GateBase(Strict):
     )
 
     @model_validator(mode="after")
-    def _wait_for_needs_evidence(self) -> GateBase:
+    def _wait_for_needs_evidence(self) -> Self:
         # Which kinds read evidence is the gate registry's knowledge (it imports this module), so
         # it is asked here, at validation time, when every kind is registered.
         if self.wait_for is None:
@@ -211,7 +209,7 @@ class CoverageGate(GateBase):
     min_branch_rate: Rate | None = None
 
     @model_validator(mode="after")
-    def _needs_threshold(self) -> CoverageGate:
+    def _needs_threshold(self) -> Self:
         if self.min_line_rate is None and self.min_branch_rate is None:
             raise ValueError("set min_line_rate and/or min_branch_rate")
         return self
@@ -269,7 +267,7 @@ class WindowGate(GateBase):
     deny: list[Window] = Field(default_factory=list, description="never promote inside these")
 
     @model_validator(mode="after")
-    def _needs_window(self) -> WindowGate:
+    def _needs_window(self) -> Self:
         if not self.allow and not self.deny:
             raise ValueError("set at least one 'allow' or 'deny' window")
         return self
@@ -385,7 +383,7 @@ class ApprovalPolicy(Strict):
     )
 
     @model_validator(mode="after")
-    def _n_of_m(self) -> ApprovalPolicy:
+    def _n_of_m(self) -> Self:
         if len(set(self.approvers)) != len(self.approvers):
             raise ValueError("approvers must not repeat a name")
         if self.min_approvals > len(self.approvers):
@@ -516,7 +514,7 @@ class Owner(Strict):
         return None if v is None else check_block_ref(v)
 
     @model_validator(mode="after")
-    def _one_target(self) -> Owner:
+    def _one_target(self) -> Self:
         if (self.block is None) == (self.webhook is None):
             raise ValueError(f"owner {self.name!r}: give exactly one of block or webhook")
         return self
@@ -552,7 +550,7 @@ class MetricAlerts(Strict):
     )
 
     @model_validator(mode="after")
-    def _some_threshold(self) -> MetricAlerts:
+    def _some_threshold(self) -> Self:
         if self.window <= dt.timedelta(0):
             raise ValueError("window must be longer than 0")
         if all(
@@ -645,7 +643,7 @@ class WebhookSource(Strict):
     secret_env: str | None = Field(default=None, description="environment variable name")
 
     @model_validator(mode="after")
-    def _one_source(self) -> WebhookSource:
+    def _one_source(self) -> Self:
         if (self.secret_block is None) == (self.secret_env is None):
             raise ValueError("set exactly one of secret_block or secret_env")
         return self
@@ -748,7 +746,7 @@ class Pipeline(Strict):
         return items
 
     @model_validator(mode="after")
-    def _alerts_on_declared_environments(self) -> Pipeline:
+    def _alerts_on_declared_environments(self) -> Self:
         names = [e.name for e in self.environments]
         for s in self.services:
             if s.alerts is not None and s.alerts.environment not in names:
