@@ -11,7 +11,7 @@ The script starts its own SeaweedFS (:class:`promotion.local_s3.LocalS3`, as the
 do) and, for each size and repeat, runs two processes back to back, alternating which goes first:
 
 - *ours*: ``.venv/bin/promote -c FILE publish ARTIFACT --service api``, the real CLI in its own
-  process (start-up, imports, config, hash pass, multipart upload with a SHA-256 per part, ledger
+  process (start-up, imports, config, hash pass, multipart upload with a CRC32 per part, ledger
   event, artifact record). Before each run the artifact gets fresh random bytes in its first MiB
   of payload (below), so its digest is new and nothing is skipped as already published;
 - *baseline*: ``python -c ...`` that creates a plain boto3 client and runs ``upload_file`` of the
@@ -42,7 +42,9 @@ before it is reaped (``waitid(WNOWAIT)``): every byte each read, the file and it
 
 Wall time is ``time.perf_counter`` around the child (spawn to exit); peak RSS is the child's
 ``ru_maxrss`` from ``os.wait4``, both taken by a small launcher process whose child it is (a child
-forked from the benchmark itself would count the benchmark's own RSS in its peak). Figures are
+forked from the benchmark itself would count the benchmark's own RSS in its peak). CPU time is
+the child's user + system time from the same ``wait4``, and the SeaweedFS process's over the
+child's run (``/proc/PID/stat``): the two share this machine's cores. Figures are
 medians over the repeats, every sample kept; MB/s means 10^6 bytes per second; ratio = baseline
 time / our time (goal >= 0.9), memory ratio = our peak RSS / baseline's (goal <= 2). JSON goes
 to ``bench/results/publish.json``. Exit status 1 when a correctness check failed (a publish that
@@ -53,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import compileall
 import hashlib
 import json
 import os
@@ -97,6 +100,7 @@ MB = 1_000_000
 GOAL_RATIO = 0.9
 GOAL_RSS = 2.0
 DEFAULT_OUT = RESULTS_DIR / "publish.json"
+REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PROMOTE = str(BIN / "promote")
 UPLOAD_FILE = """
@@ -135,8 +139,15 @@ with open(f"/proc/{p.pid}/io") as f:
 _, status, ru = os.wait4(p.pid, 0)
 with open(sys.argv[1], "w") as f:
     json.dump({"wall_s": wall, "maxrss_kib": ru.ru_maxrss, "exit": os.waitstatus_to_exitcode(status),
-               "rchar": io["rchar"]}, f)
+               "rchar": io["rchar"], "cpu_s": ru.ru_utime + ru.ru_stime}, f)
 """
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 #: Times :func:`promotion.stacks.detect` on argv[1] twice, with the bytes each call read.
 DETECT = """
@@ -160,8 +171,13 @@ print(json.dumps({"calls": calls, "info": info.model_dump()}))
 """
 
 
-def run_child(cmd: Sequence[str], env: dict[str, str]) -> dict[str, Any]:
-    """Run one process through :data:`LAUNCHER`; wall time, peak RSS (MiB), exit code, output."""
+def run_child(cmd: Sequence[str], env: dict[str, str], server_pid: int | None = None) -> dict[str, Any]:
+    """Run one process through :data:`LAUNCHER`; wall time, peak RSS (MiB), CPU time (its own
+    and, given ``server_pid``, the S3 server's meanwhile), exit code, output."""
+    # The run before wrote hundreds of MiB (the artifact's refresh, the server's copy of the last
+    # upload): let the kernel write them back now, not during this run's timing, whichever side.
+    os.sync()
+    server_cpu0 = process_cpu_s(server_pid) if server_pid else 0.0
     with tempfile.NamedTemporaryFile(suffix=".json") as report:
         proc = subprocess.run(
             [sys.executable, "-S", "-c", LAUNCHER, report.name, *cmd],
@@ -173,6 +189,8 @@ def run_child(cmd: Sequence[str], env: dict[str, str]) -> dict[str, Any]:
         measured = json.loads(Path(report.name).read_text() or "{}")
     return {
         "wall_s": measured.get("wall_s", float("nan")),
+        "cpu_s": measured.get("cpu_s", float("nan")),
+        "server_cpu_s": process_cpu_s(server_pid) - server_cpu0 if server_pid else None,
         "peak_rss_mib": measured.get("maxrss_kib", 0) / 1024,  # KiB on Linux
         "exit": measured.get("exit", proc.returncode),
         "rchar_mib": measured.get("rchar", 0) / MiB,
@@ -414,11 +432,16 @@ class Bench(RecordsChecks):
         self.env = env
         self.checks: list[dict[str, Any]] = []
         self.client = server.client()
+        self.server_pid = server.proc.pid if server.proc is not None else None
 
     def ours(self, artifact: Artifact, label: str) -> dict[str, Any]:
         expected = artifact.refresh()
         path = artifact.path
-        r = run_child([PROMOTE, "-c", str(self.cfg), "publish", str(path), "--service", "api"], self.env)
+        r = run_child(
+            [PROMOTE, "-c", str(self.cfg), "publish", str(path), "--service", "api"],
+            self.env,
+            self.server_pid,
+        )
         ok = (
             r["exit"] == 0 and r["stdout"].strip() == str(expected) and "already published" not in r["stderr"]
         )
@@ -437,7 +460,7 @@ class Bench(RecordsChecks):
             key,
             str(path),
         ]
-        r = run_child(cmd, self.env)
+        r = run_child(cmd, self.env, self.server_pid)
         size = path.stat().st_size
         stored = (
             self.client.head_object(Bucket=self.server.bucket, Key=key)["ContentLength"]
@@ -460,11 +483,17 @@ def summarize(samples: list[dict[str, Any]], size: int) -> dict[str, Any]:
     walls = [s["wall_s"] for s in samples]
     rss = [s["peak_rss_mib"] for s in samples]
     rchar = [s["rchar_mib"] for s in samples]
+    cpu = [s["cpu_s"] for s in samples]
+    server_cpu = [s["server_cpu_s"] for s in samples if s["server_cpu_s"] is not None]
     m = median(walls)
     return {
         "median_s": m,
         "median_mb_per_s": size / MB / m,
         "samples_s": walls,
+        "median_cpu_s": median(cpu),
+        "cpu_samples_s": cpu,
+        "median_server_cpu_s": median(server_cpu) if server_cpu else None,
+        "server_cpu_samples_s": server_cpu,
         "median_peak_rss_mib": median(rss),
         "peak_rss_samples_mib": rss,
         "median_read_mib": median(rchar),
@@ -568,6 +597,14 @@ def render(res: dict[str, Any]) -> str:
                 f"peak RSS {x['median_peak_rss_mib']:6.0f} MiB   read {x['median_read_mib']:7.1f} MiB "
                 f"({x['median_reads_of_file']:.2f}x the file)   [{fmt_samples(x['samples_s'])}]"
             )
+        # This machine's cores are shared with the S3 server: CPU either side spends is time
+        # the other waits for, so it explains what wall time alone does not.
+        server = {k: x["median_server_cpu_s"] for k, x in (("ours", o), ("baseline", bl))}
+        add(
+            f"  CPU: ours {o['median_cpu_s']:.2f} s + SeaweedFS {server['ours'] or 0:.2f} s, "
+            f"baseline {bl['median_cpu_s']:.2f} s + SeaweedFS {server['baseline'] or 0:.2f} s "
+            f"(user + system, medians)"
+        )
         a, info = r["adapter_detect"], r["adapter_detect"]["info"]
         said = " ".join(str(x) for x in (info["stack"], info.get("name"), info.get("version")) if x)
         add(
@@ -621,6 +658,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     started = time.perf_counter()
+    # The CLI as installed: byte-compiled (pip compiles a wheel's modules; `make install` compiles
+    # this checkout's). Without it, where PYTHONDONTWRITEBYTECODE is set, each timed run would
+    # compile the project's modules again, a cost no installed CLI pays.
+    compileall.compile_dir(REPO / "promotion", quiet=1)
     machine = machine_facts(("boto3", "botocore", "s3transfer"))
     with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp_s:
         tmp = Path(tmp_s)
