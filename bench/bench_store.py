@@ -22,7 +22,7 @@ What each figure means
 ----------------------
 1. publish vs upload_file
    *ours*: ``ArtifactStore.publish`` of a random file into a fresh store prefix (so the blob is
-   really uploaded): read the file, SHA-256 it, multipart upload with a SHA-256 checksum per part,
+   really uploaded): read the file, SHA-256 it, multipart upload with a CRC32 checksum per part,
    write the ledger event and the artifact record. *baseline*: ``boto3`` ``upload_file`` of the
    same file with the default ``TransferConfig`` (8 MiB parts, 10 threads) to a fresh key.
    ratio = baseline time / our time; the goal is >= 0.9, i.e. publishing, which also computes the
