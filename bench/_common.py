@@ -277,6 +277,13 @@ def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 10) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (``/proc/PID/stat``): what a
+    server that shares the benchmark's cores spent meanwhile."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM handler: unwinds through the context managers, so the servers stop."""
     raise SystemExit(128 + signum)

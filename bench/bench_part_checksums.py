@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import json
 import os
 import time
 import uuid
@@ -35,9 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS_DIR, exit_on_sigterm, machine_facts, median
+from _common import RESULTS_DIR, exit_on_sigterm, machine_facts, median, process_cpu_s, write_results
 
+from promotion.config import StoreConfig
 from promotion.local_s3 import LocalS3
+from promotion.s3 import make_client
 from promotion.store import PART_SIZE, UPLOAD_THREADS
 
 MiB = 1024 * 1024
@@ -48,12 +49,6 @@ CHECKSUMS: dict[str, Callable[[bytes], bytes]] = {
     "SHA256": lambda b: hashlib.sha256(b).digest(),
     "CRC32": lambda b: zlib.crc32(b).to_bytes(4, "big"),
 }
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def upload_once(client: Any, bucket: str, data: bytes, algorithm: str, server_pid: int) -> dict[str, Any]:
@@ -104,9 +99,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     import signal
 
-    import boto3
-    from botocore.config import Config
-
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     machine = machine_facts(("boto3", "botocore"))
@@ -114,18 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     samples: dict[str, list[dict[str, Any]]] = {a: [] for a in CHECKSUMS}
     with LocalS3(bucket="bench") as server:
         assert server.proc is not None
-        client = boto3.client(
-            "s3",
-            endpoint_url=server.endpoint_url,
-            region_name="us-east-1",
-            aws_access_key_id=server.env()["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=server.env()["AWS_SECRET_ACCESS_KEY"],
-            config=Config(
-                s3={"addressing_style": "path"},
-                max_pool_connections=32,
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
+        # The product's own client (config, retries, no payload signing), as publish makes it.
+        os.environ.update(server.env())
+        client = make_client(
+            StoreConfig.model_validate({"endpoint_url": server.endpoint_url, "bucket": server.bucket})
         )
         upload_once(client, server.bucket, data[: 32 * MiB], "CRC32", server.proc.pid)  # warm-up
         for i in range(args.rounds):
@@ -166,9 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{s['server_cpu_s'] - c['server_cpu_s']:.2f} s of server CPU"
     )
     print(f"checks: composite checksums {'ok' if ok else 'WRONG'}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_results(args.out, res)
     return 0 if ok else 1
 
 

@@ -86,6 +86,7 @@ from _common import (
     machine_facts,
     median,
     paired,
+    process_cpu_s,
     render_checks,
     rounded_load,
     write_random_file,
@@ -141,12 +142,6 @@ with open(sys.argv[1], "w") as f:
     json.dump({"wall_s": wall, "maxrss_kib": ru.ru_maxrss, "exit": os.waitstatus_to_exitcode(status),
                "rchar": io["rchar"], "cpu_s": ru.ru_utime + ru.ru_stime}, f)
 """
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds process ``pid`` has used so far (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 #: Times :func:`promotion.stacks.detect` on argv[1] twice, with the bytes each call read.
