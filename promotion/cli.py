@@ -1103,25 +1103,17 @@ def _app_for(args: list[str]) -> typer.Typer:
     """
     from typer.main import get_command_name
 
-    def position(name: str) -> int:
-        return args.index(name) if name in args else len(args)
-
-    commands = [
-        c
-        for c in app.registered_commands
-        if c.callback is not None and (c.name or get_command_name(c.callback.__name__)) in args
-    ]
-    groups = [g for g in app.registered_groups if g.name in args]
-    first = min(
-        [position(c.name or get_command_name(c.callback.__name__)) for c in commands if c.callback]
-        + [position(g.name) for g in groups if g.name],
-        default=len(args),
-    )
-    if first == len(args) or any(h in args[:first] for h in ("--help", "-h")):
+    commands = {
+        c.name or get_command_name(c.callback.__name__): c for c in app.registered_commands if c.callback
+    }
+    groups = {g.name: g for g in app.registered_groups if g.name}
+    named = [n for n in [*commands, *groups] if n in args]
+    first = min((args.index(n) for n in named), default=None)
+    if first is None or "--help" in args[:first]:
         return app
     subset = copy.copy(app)
-    subset.registered_commands = commands
-    subset.registered_groups = groups
+    subset.registered_commands = [c for n, c in commands.items() if n in named]
+    subset.registered_groups = [g for n, g in groups.items() if n in named]
     return subset
 
 
