@@ -132,7 +132,7 @@ class Digest(str):
         overlap and the pass costs about one hash of the file. Reads never straddle a part boundary.
         """
         whole = hashlib.sha256()
-        part_sums: list[int] = []
+        part_crcs: list[int] = []
         views = [memoryview(bytearray(min(PARTS_CHUNK_SIZE, max(size, 1)))) for _ in range(2)]
 
         def read(view: memoryview, offset: int) -> int:
@@ -157,13 +157,13 @@ class Digest(str):
                 part = part_done.result()
                 offset += n
                 if offset % part_size == 0 or offset == size:
-                    part_sums.append(part)
+                    part_crcs.append(part)
                     part = 0
                 n = pending.result()
                 i = 1 - i
         if offset < size and offset % part_size:
-            part_sums.append(part)
-        return cls.from_hasher(whole), part_sums, offset
+            part_crcs.append(part)
+        return cls.from_hasher(whole), part_crcs, offset
 
     @classmethod
     def __get_pydantic_core_schema__(

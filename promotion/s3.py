@@ -120,8 +120,9 @@ def make_client(cfg: StoreConfig, *, max_attempts: int | None = None, pool: int 
         max_pool_connections=pool,
         # We verify content ourselves against the digest; a second hash in botocore is waste.
         response_checksum_validation="when_required",
-        # Bodies carry their own SHA-256 checksum header, which the signature covers; signing the
-        # payload too (botocore does it on plain-http endpoints) would hash every byte again.
+        # Bodies carry their own checksum header (SHA-256; CRC32 for a blob's parts), which the
+        # signature covers; signing the payload too (botocore does it on plain-http endpoints)
+        # would hash every byte again.
         s3={"addressing_style": "path", "payload_signing_enabled": False}
         if cfg.endpoint_url
         else {"payload_signing_enabled": False},

@@ -313,7 +313,7 @@ class ArtifactStore:
         part_bytes = part_size(size)
         # Pass 1: the digest (the final key) and each part's CRC32, in one read (done already
         # when the publish started it ahead: ``first_read``).
-        digest, part_sums, read = first_read or Digest.of_file_parts(fd, size, part_bytes)
+        digest, part_crcs, read = first_read or Digest.of_file_parts(fd, size, part_bytes)
         if read != size:
             raise FileChangedDuringPublish(str(path), f"it shrank below {size} bytes while it was hashed")
         # Checked here too, not only before completing the upload: when the blob already exists
@@ -328,7 +328,7 @@ class ArtifactStore:
         # Pass 2: stream the parts to their final key, each with its pass-1 checksum.
         key = self.blob_key(digest)
         parts = [
-            _FilePart(fd, offset, min(part_bytes, size - offset), part_sums[i])
+            _FilePart(fd, offset, min(part_bytes, size - offset), part_crcs[i])
             for i, offset in enumerate(range(0, size, part_bytes))
         ]
         checksum = self._multipart(path, key, digest, before, parts, progress)
