@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import gc
 import json
 import sys
 from collections.abc import Callable
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from promotion.config import Pipeline
     from promotion.evidence_resume import Resumption
     from promotion.hash_ahead import HashAhead
+    from promotion.publish_ahead import PublishAhead
     from promotion.store import ArtifactStore, AttestResult, PublishResult
 
 P = ParamSpec("P")
@@ -152,6 +154,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 
 class State:
     config: Path | None = None
+    #: The publish that ``promote`` started before this module was imported (promotion/entry.py).
+    publish_ahead: PublishAhead | None = None
 
 
 state = State()
@@ -235,9 +239,14 @@ def publish(
     """
     from promotion.hash_ahead import HashAhead
 
-    # First, so that the hash pass runs while the rest of start-up does (promotion/hash_ahead.py);
+    # The executable started this publish's hash pass and upload before the CLI was imported
+    # (promotion/publish_ahead.py); the store adopts the upload only if it is this publish's.
+    upload = state.publish_ahead
+    if upload is not None and upload.path != path:
+        upload = None
+    # Else first, so that the hash pass runs while the rest of start-up does (hash_ahead.py);
     # None when the file is small or cannot be opened (the checks below then say why).
-    ahead = HashAhead.start(path)
+    ahead = upload.hashed if upload is not None else HashAhead.start(path)
     try:
         result = _publish(
             path,
@@ -253,9 +262,11 @@ def publish(
             actor=actor,
             stack=stack,
             ahead=ahead,
+            upload=upload,
         )
     finally:
-        if ahead is not None:
+        # The executable closes its own (promotion/entry.py), once no part reads the file.
+        if ahead is not None and upload is None:
             ahead.close()
     if as_json:
         _emit_json(
@@ -296,6 +307,7 @@ def _publish(
     actor: str | None,
     stack: str | None,
     ahead: HashAhead | None,
+    upload: PublishAhead | None = None,
 ) -> PublishResult:
     from promotion import ci_context
     from promotion.models import Provenance
@@ -317,7 +329,16 @@ def _publish(
     )
     from promotion.store import ArtifactStore
 
+    gc.enable()  # off while the CLI started up, if the executable started an upload (entry.py)
     store = ArtifactStore(pipeline)
+    if upload is not None:
+        from promotion.publish_ahead import target_of
+        from promotion.settings import settings
+
+        # The client made ahead, if it was made for the store just validated (else a new one).
+        client = upload.client_for(target_of(pipeline.store, settings().s3_max_attempts))
+        if client is not None:
+            store.s3.client = client
     size = path.stat().st_size
     if sys.stderr.isatty() and size > MULTIPART_THRESHOLD:
         from rich.progress import (
@@ -345,6 +366,7 @@ def _publish(
                 progress=lambda n: bar.advance(task, n),
                 stack=stack,
                 hashed=ahead,
+                ahead=upload,
             )
     else:
         result = store.publish(
@@ -355,6 +377,7 @@ def _publish(
             evidence=ev,
             stack=stack,
             hashed=ahead,
+            ahead=upload,
         )
     return result
 
@@ -1117,9 +1140,12 @@ def _app_for(args: list[str]) -> typer.Typer:
     return subset
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; map errors to one line on stderr and an exit code."""
+def main(argv: list[str] | None = None, publish_ahead: PublishAhead | None = None) -> None:
+    """Run the CLI; map errors to one line on stderr and an exit code. ``publish_ahead``: the
+    publish the executable already started (promotion/entry.py), for the command to adopt."""
     from promotion import heartbeats
+
+    state.publish_ahead = publish_ahead
 
     # Before any command imports Prefect (which reads its settings once): the flow runs this
     # process runs or serves send heartbeats, so a killed one ends Crashed (see heartbeats.py).

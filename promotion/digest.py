@@ -21,12 +21,13 @@ import threading
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any
-
-from pydantic import GetCoreSchemaHandler
-from pydantic_core import PydanticCustomError, core_schema
+from typing import IO, TYPE_CHECKING, Any
 
 from promotion.errors import InvalidDigest
+
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler
+    from pydantic_core import core_schema
 
 
 class HashingStopped(Exception):
@@ -169,6 +170,10 @@ class Digest(str):
     def __get_pydantic_core_schema__(
         cls, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
+        # Imported here: ``promote publish`` hashes its file before pydantic is imported
+        # (promotion/publish_ahead.py), and this module is all that needs.
+        from pydantic_core import PydanticCustomError, core_schema
+
         def validate(value: str) -> Digest:
             if not _DIGEST_RE.fullmatch(value):
                 raise PydanticCustomError(

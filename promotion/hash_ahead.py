@@ -16,10 +16,12 @@ own path then reads it, and reports any problem as it always did.
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import stat
 import threading
+import zlib
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -30,6 +32,9 @@ MiB = 1024 * 1024
 MULTIPART_THRESHOLD = 16 * MiB
 #: Parts of a multipart upload (S3 allows at most 10,000 parts, so large files get larger parts).
 PART_SIZE = 16 * MiB
+#: Parts sent at once. Parts are streamed from the file, not held in memory, so this bounds
+#: connections and threads, not memory.
+UPLOAD_THREADS = 8
 #: S3's limit on the number of parts, with room to spare.
 _MAX_PARTS = 9_000
 
@@ -99,3 +104,49 @@ class HashAhead:
         finally:
             os.close(self.fd)
             self.fd = -1
+
+
+class FilePart:
+    """One part of a file as a seekable, sized body for botocore, read from disk as it is sent.
+
+    Nothing but the HTTP layer's read buffer is held in memory; a retry rewinds (``seek(0)``).
+    The bytes are not hashed again here: the part goes with the CRC32 of the first read, which
+    the server checks (it refuses a part whose bytes differ, ``BadDigest``).
+    """
+
+    def __init__(self, fd: int, offset: int, length: int, crc32: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.length = length
+        self.crc32 = crc32
+        self.checksum = base64.b64encode(crc32.to_bytes(4, "big")).decode("ascii")
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.length - self._pos
+        if n is None or n < 0 or n > left:
+            n = left
+        if n == 0:
+            return b""
+        data = os.pread(self.fd, n, self.offset + self._pos)
+        # A file that shrank ends this body short: the server refuses the part.
+        self._pos = self._pos + len(data) if data else self.length
+        return data
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self._pos = {0: pos, 1: self._pos + pos, 2: self.length + pos}[whence]
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def changed_on_disk(self) -> bool:
+        """Re-read the part from disk (after a failure only) and compare with the first read."""
+        data = os.pread(self.fd, self.length, self.offset)
+        return len(data) != self.length or zlib.crc32(data) != self.crc32
+
+    def where(self) -> str:
+        return f"bytes {self.offset}..{self.offset + self.length - 1} differ from its first read"

@@ -40,6 +40,7 @@ from promotion.errors import (
     StoreUnavailable,
     StoreUnreachable,
 )
+from promotion.s3_client import endpoint_for, new_client, new_session
 from promotion.settings import settings
 
 if TYPE_CHECKING:
@@ -100,61 +101,18 @@ class ListedObject:
 
 
 def make_client(cfg: StoreConfig, *, max_attempts: int | None = None, pool: int = 32) -> S3Client:
-    """An S3 client for the configured endpoint, with botocore's standard retry mode.
+    """An S3 client for the configured endpoint (:func:`promotion.s3_client.new_client`).
 
     Credentials come from the Prefect ``AwsCredentials`` block named in the config, or else from
     the standard AWS chain (environment, profile, instance role).
-
-    boto3 and ``botocore.config`` are imported here, not with this module: together ~0.2 s, which
-    ``promote publish`` spends on a thread while it hashes the file (see :meth:`S3.warm_up`).
     """
-    from botocore.config import Config
-
-    if max_attempts is None:
-        max_attempts = settings().s3_max_attempts
-    config = Config(
-        region_name=cfg.region,
-        retries={"mode": "standard", "total_max_attempts": max_attempts},
-        connect_timeout=5,
-        read_timeout=60,
-        max_pool_connections=pool,
-        # We verify content ourselves against the digest; a second hash in botocore is waste.
-        response_checksum_validation="when_required",
-        # Bodies carry their own checksum header (SHA-256; CRC32 for a blob's parts), which the
-        # signature covers; signing the payload too (botocore does it on plain-http endpoints)
-        # would hash every byte again.
-        s3={"addressing_style": "path", "payload_signing_enabled": False}
-        if cfg.endpoint_url
-        else {"payload_signing_enabled": False},
+    return new_client(
+        endpoint=endpoint_for(cfg.endpoint_url),
+        region=cfg.region,
+        max_attempts=settings().s3_max_attempts if max_attempts is None else max_attempts,
+        pool=pool,
+        session=_session_from_block(cfg.credentials_block) if cfg.credentials_block else None,
     )
-    endpoint = str(cfg.endpoint_url).rstrip("/") if cfg.endpoint_url else None
-    if cfg.credentials_block:
-        session = _session_from_block(cfg.credentials_block)
-    else:
-        session = _session()
-    return session.client("s3", endpoint_url=endpoint, config=config)
-
-
-_LOADER: Any = None
-_LOADER_LOCK = threading.Lock()
-
-
-def _session(**kwargs: Any) -> boto3.session.Session:
-    """A new boto3 session (own credentials lookup) sharing one botocore data loader.
-
-    Every session otherwise re-reads and parses botocore's JSON service models: ~0.5 s each.
-    """
-    global _LOADER
-    import boto3
-    import botocore.loaders
-    import botocore.session
-
-    with _LOADER_LOCK:
-        if _LOADER is None:
-            _LOADER = botocore.loaders.create_loader()
-    core = botocore.session.get_session()
-    core.register_component("data_loader", _LOADER)
-    return boto3.session.Session(botocore_session=core, **kwargs)
 
 
 def _session_from_block(name: str) -> boto3.session.Session:
@@ -186,7 +144,7 @@ def _session_from_block(name: str) -> boto3.session.Session:
         "profile_name": data.get("profile_name"),
         "region_name": data.get("region_name"),
     }
-    return _session(**{k: v for k, v in kwargs.items() if v})
+    return new_session(**{k: v for k, v in kwargs.items() if v})
 
 
 def _reveal(value: Any) -> str | None:

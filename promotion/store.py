@@ -22,7 +22,6 @@ import json
 import os
 import stat
 import uuid
-import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,12 +62,12 @@ if TYPE_CHECKING:
 # know them before this module is imported.
 from promotion.hash_ahead import MULTIPART_THRESHOLD as MULTIPART_THRESHOLD
 from promotion.hash_ahead import PART_SIZE as PART_SIZE
-from promotion.hash_ahead import FileState, HashAhead, file_state, part_size
+from promotion.hash_ahead import UPLOAD_THREADS as UPLOAD_THREADS
+from promotion.hash_ahead import FilePart, FileState, HashAhead, file_state, part_size
+from promotion.publish_ahead import BLOB_FOLDER, InFlight, PublishAhead, target_of
+from promotion.settings import settings
 
 MiB = 1024 * 1024
-#: Parts sent at once. Parts are streamed from the file, not held in memory, so this bounds
-#: connections and threads, not memory.
-UPLOAD_THREADS = 8
 
 #: How far back a publish looks in the ledger for its own ``published`` event (written by an
 #: earlier try that died before the record) before it writes one.
@@ -118,52 +117,6 @@ class CheckResult:
     digest: Digest
     method: str
     detail: str
-
-
-class _FilePart:
-    """One part of a file as a seekable, sized body for botocore, read from disk as it is sent.
-
-    Nothing but the HTTP layer's read buffer is held in memory; a retry rewinds (``seek(0)``).
-    The bytes are not hashed again here: the part goes with the CRC32 of the first read, which
-    the server checks (it refuses a part whose bytes differ, ``BadDigest``).
-    """
-
-    def __init__(self, fd: int, offset: int, length: int, crc32: int) -> None:
-        self.fd = fd
-        self.offset = offset
-        self.length = length
-        self.crc32 = crc32
-        self.checksum = base64.b64encode(crc32.to_bytes(4, "big")).decode("ascii")
-        self._pos = 0
-
-    def __len__(self) -> int:
-        return self.length
-
-    def read(self, n: int = -1) -> bytes:
-        left = self.length - self._pos
-        if n is None or n < 0 or n > left:
-            n = left
-        if n == 0:
-            return b""
-        data = os.pread(self.fd, n, self.offset + self._pos)
-        # A file that shrank ends this body short: the server refuses the part.
-        self._pos = self._pos + len(data) if data else self.length
-        return data
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        self._pos = {0: pos, 1: self._pos + pos, 2: self.length + pos}[whence]
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def changed_on_disk(self) -> bool:
-        """Re-read the part from disk (after a failure only) and compare with the first read."""
-        data = os.pread(self.fd, self.length, self.offset)
-        return len(data) != self.length or zlib.crc32(data) != self.crc32
-
-    def where(self) -> str:
-        return f"bytes {self.offset}..{self.offset + self.length - 1} differ from its first read"
 
 
 def _state_of(st: os.stat_result) -> FileState:
@@ -218,7 +171,7 @@ class ArtifactStore:
 
     def blob_prefix(self) -> str:
         """The folder every blob is in (``blob_key`` of any digest starts with it)."""
-        return self.s3.key("blobs", "sha256") + "/"
+        return self.s3.key(BLOB_FOLDER)
 
     def blob_key(self, digest: Digest) -> str:
         return self.blob_prefix() + digest.hex
@@ -239,6 +192,7 @@ class ArtifactStore:
         *,
         unchanged_since: FileState | None = None,
         hashed: HashAhead | None = None,
+        ahead: PublishAhead | None = None,
     ) -> tuple[BlobInfo, int]:
         """Upload a file under its digest; returns the blob and the bytes actually uploaded.
 
@@ -249,11 +203,15 @@ class ArtifactStore:
         was read) extends the check that the file was not written to back to that moment.
         ``hashed``: the first read already started on ``path`` (:mod:`promotion.hash_ahead`),
         whose open file, state at open and hashes are used instead; the caller closes it.
+        ``ahead``: the upload already under way (:mod:`promotion.publish_ahead`), adopted if it
+        is this one (same store, key and file state), else left to its owner to abort.
         """
         try:
             if hashed is not None and hashed.path == path:
                 _check_unchanged_since(path, hashed.state, unchanged_since)
-                return self._put_large(path, hashed.fd, hashed.state, progress, first_read=hashed.result())
+                return self._put_large(
+                    path, hashed.fd, hashed.state, progress, first_read=hashed.result(), ahead=ahead
+                )
             with path.open("rb") as f:
                 fd = f.fileno()
                 before = file_state(fd)
@@ -308,6 +266,7 @@ class ArtifactStore:
         before: FileState,
         progress: ProgressCallback | None,
         first_read: tuple[Digest, list[int], int] | None = None,
+        ahead: PublishAhead | None = None,
     ) -> tuple[BlobInfo, int]:
         size = before[0]
         part_bytes = part_size(size)
@@ -328,10 +287,13 @@ class ArtifactStore:
         # Pass 2: stream the parts to their final key, each with its pass-1 checksum.
         key = self.blob_key(digest)
         parts = [
-            _FilePart(fd, offset, min(part_bytes, size - offset), part_crcs[i])
+            FilePart(fd, offset, min(part_bytes, size - offset), part_crcs[i])
             for i, offset in enumerate(range(0, size, part_bytes))
         ]
-        checksum = self._multipart(path, key, digest, before, parts, progress)
+        in_flight = None
+        if ahead is not None:
+            in_flight = ahead.adopt(target_of(self.s3.cfg, settings().s3_max_attempts), key, before, progress)
+        checksum = self._multipart(path, key, digest, before, parts, progress, in_flight)
         return BlobInfo(digest=digest, size=size, s3_checksum=checksum), size
 
     def _multipart(
@@ -340,8 +302,9 @@ class ArtifactStore:
         key: str,
         digest: Digest,
         before: FileState,
-        parts: Sequence[_FilePart],
+        parts: Sequence[FilePart],
         progress: ProgressCallback | None,
+        in_flight: InFlight | None = None,
     ) -> str | None:
         """Multipart upload to ``key``, create-only; returns S3's composite checksum.
 
@@ -350,8 +313,22 @@ class ArtifactStore:
         bytes other than those that hash to ``digest``. The upload is completed only if the file
         was not written to since before the first read (``before``: size, mtime, ctime, inode),
         which also covers a server that does not check checksums.
+
+        ``in_flight``: the same upload of the same parts, already under way
+        (:mod:`promotion.publish_ahead`); it is completed as this path's own would be. If any of
+        its parts failed, it is aborted and this path sends the file itself, and reports what it
+        meets (the error as the store words it, or the file changed on disk).
         """
-        size = before[0]
+        if in_flight is not None:
+            try:
+                done = [fu.result() for fu in in_flight.parts]
+            except Exception:  # noqa: BLE001 - botocore's error, untranslated: sent again below
+                self._abort(key, in_flight.upload_id)
+                return self._multipart(path, key, digest, before, parts, progress)
+            except BaseException:
+                self._abort(key, in_flight.upload_id)
+                raise
+            return self._complete(path, key, digest, before, parts, in_flight.upload_id, done)
         client = self.s3.client
         bucket = self.s3.bucket
         upload_id = self.s3.call(
@@ -362,7 +339,7 @@ class ArtifactStore:
             ),
         )["UploadId"]
 
-        def send(number: int, part: _FilePart) -> CompletedPartTypeDef:
+        def send(number: int, part: FilePart) -> CompletedPartTypeDef:
             try:
                 r = self.s3.call(
                     "UploadPart",
@@ -391,11 +368,30 @@ class ArtifactStore:
                 try:
                     for number, part in enumerate(parts, start=1):
                         futures.append(pool.submit(send, number, part))
-                    done = [fu.result() for fu in futures]
+                    sent = [fu.result() for fu in futures]
                 except BaseException:
                     for fu in futures:
                         fu.cancel()
                     raise
+        except BaseException:
+            self._abort(key, upload_id)
+            raise
+        return self._complete(path, key, digest, before, parts, upload_id, sent)
+
+    def _complete(
+        self,
+        path: Path,
+        key: str,
+        digest: Digest,
+        before: FileState,
+        parts: Sequence[FilePart],
+        upload_id: str,
+        done: Sequence[CompletedPartTypeDef],
+    ) -> str | None:
+        """Complete the upload of every part in ``done`` if the file is as it was ``before``."""
+        size = before[0]
+        client = self.s3.client
+        try:
             now = file_state(parts[0].fd)
             if now[0] != size:
                 raise FileChangedDuringPublish(str(path), f"its size changed from {size} to {now[0]} bytes")
@@ -406,7 +402,7 @@ class ArtifactStore:
                     "CompleteMultipartUpload",
                     key,
                     lambda: client.complete_multipart_upload(
-                        Bucket=bucket,
+                        Bucket=self.s3.bucket,
                         Key=key,
                         UploadId=upload_id,
                         MultipartUpload={"Parts": done},
@@ -452,6 +448,7 @@ class ArtifactStore:
         progress: ProgressCallback | None = None,
         stack: str | None = None,
         hashed: HashAhead | None = None,
+        ahead: PublishAhead | None = None,
     ) -> PublishResult:
         """Upload ``path`` and its evidence, write the artifact record and a ``published`` event.
 
@@ -459,7 +456,8 @@ class ArtifactStore:
         The artifact's stack, name and version are read first (``stack`` forces an adapter); a
         ``version`` that disagrees with the artifact's own is refused before anything is sent.
         This is :meth:`inspect` then :meth:`publish_inspected`. ``hashed``: the hash pass
-        already started on ``path`` (:mod:`promotion.hash_ahead`; the caller closes it).
+        already started on ``path`` (:mod:`promotion.hash_ahead`; the caller closes it);
+        ``ahead``: the upload already under way (:mod:`promotion.publish_ahead`; likewise).
         """
         self.pipeline.service(service)  # an unknown service is refused before the file is read
         return self.publish_inspected(
@@ -470,6 +468,7 @@ class ArtifactStore:
             evidence=evidence,
             progress=progress,
             hashed=hashed,
+            ahead=ahead,
         )
 
     def inspect(self, path: Path, stack: str | None = None) -> Inspected:
@@ -495,6 +494,7 @@ class ArtifactStore:
         evidence: Sequence[tuple[EvidenceKind, Path]] = (),
         progress: ProgressCallback | None = None,
         hashed: HashAhead | None = None,
+        ahead: PublishAhead | None = None,
     ) -> PublishResult:
         """:meth:`publish` of a file already inspected; :class:`FileChangedDuringPublish` if the
         file was written to (or replaced) since :meth:`inspect` took its state.
@@ -504,7 +504,9 @@ class ArtifactStore:
         version = stacks.resolve_version(path, own, version)
         # The client (boto3's imports and set-up) is made while the first read hashes the file.
         self.s3.warm_up()
-        blob, uploaded = self.put_blob(path, progress, unchanged_since=inspected.state, hashed=hashed)
+        blob, uploaded = self.put_blob(
+            path, progress, unchanged_since=inspected.state, hashed=hashed, ahead=ahead
+        )
         refs, ev_uploaded = self._put_evidence(evidence)
         uploaded += ev_uploaded
         record = ArtifactRecord(

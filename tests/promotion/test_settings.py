@@ -210,6 +210,15 @@ def test_load_pipeline_checks_the_cron_too(tmp_path: Path) -> None:
 # --- one place
 
 
+#: Modules that read PROMOTION_* variables raw, and why that cannot decide anything.
+RAW_READERS = {
+    # `promote publish` guesses the store before pydantic is imported, to start its upload; the
+    # store adopts that upload only if the guess equals what the settings object validated
+    # (tests/promotion/test_publish_ahead.py checks that the two agree).
+    "promotion/publish_ahead.py",
+}
+
+
 def test_no_module_reads_a_promotion_variable_from_os_environ() -> None:
     """Only promotion/settings.py reads them (typer's envvar= options are CLI defaults)."""
     read = re.compile(r"""(environ(\.get)?\(|environ\[|getenv\()\s*["']PROMOTION_""")
@@ -217,6 +226,7 @@ def test_no_module_reads_a_promotion_variable_from_os_environ() -> None:
         f"{path.relative_to(REPO)}:{n}"
         for top in ("promotion", "flows", "tasks", "deployments")
         for path in sorted((REPO / top).rglob("*.py"))
+        if str(path.relative_to(REPO)) not in RAW_READERS
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         if read.search(line)
     ]
