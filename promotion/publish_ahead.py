@@ -25,7 +25,7 @@ store, an error on this thread) leaves the upload unadopted: :meth:`PublishAhead
 (an incomplete upload is invisible), and the command does its own upload. Errors met here are
 never reported: the command meets and reports them itself.
 
-This module imports neither pydantic nor the CLI (boto3 on its thread only).
+This module imports neither pydantic nor the CLI (botocore on its thread only).
 """
 
 from __future__ import annotations

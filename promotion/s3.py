@@ -44,7 +44,6 @@ from promotion.s3_client import endpoint_for, new_client, new_session
 from promotion.settings import settings
 
 if TYPE_CHECKING:
-    import boto3
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ListObjectsV2OutputTypeDef
 
@@ -106,18 +105,23 @@ def make_client(cfg: StoreConfig, *, max_attempts: int | None = None, pool: int 
     Credentials come from the Prefect ``AwsCredentials`` block named in the config, or else from
     the standard AWS chain (environment, profile, instance role).
     """
+    profile, credentials = (
+        _credentials_from_block(cfg.credentials_block) if cfg.credentials_block else (None, {})
+    )
     return new_client(
         endpoint=endpoint_for(cfg.endpoint_url),
         region=cfg.region,
         max_attempts=settings().s3_max_attempts if max_attempts is None else max_attempts,
         pool=pool,
-        session=_session_from_block(cfg.credentials_block) if cfg.credentials_block else None,
+        session=new_session(profile) if profile else None,
+        credentials=credentials,
     )
 
 
-def _session_from_block(name: str) -> boto3.session.Session:
-    """A boto3 session from a Prefect credentials block: ``SLUG/NAME``, or ``NAME`` for prefect-aws's
-    ``aws-credentials`` type (read through Prefect's API, so prefect-aws need not be installed).
+def _credentials_from_block(name: str) -> tuple[str | None, dict[str, str]]:
+    """(profile, credentials) from a Prefect credentials block: ``SLUG/NAME``, or ``NAME`` for
+    prefect-aws's ``aws-credentials`` type (read through Prefect's API, so prefect-aws need not be
+    installed). A region in the block is not used: the store's ``region`` is the client's.
 
     Prefect is imported here only: it costs seconds to import and most commands never need it.
     """
@@ -141,10 +145,8 @@ def _session_from_block(name: str) -> boto3.session.Session:
         "aws_access_key_id": data.get("aws_access_key_id"),
         "aws_secret_access_key": _reveal(data.get("aws_secret_access_key")),
         "aws_session_token": _reveal(data.get("aws_session_token")),
-        "profile_name": data.get("profile_name"),
-        "region_name": data.get("region_name"),
     }
-    return new_session(**{k: v for k, v in kwargs.items() if v})
+    return data.get("profile_name") or None, {k: str(v) for k, v in kwargs.items() if v}
 
 
 def _reveal(value: Any) -> str | None:

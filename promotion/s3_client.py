@@ -1,21 +1,22 @@
-"""The boto3 client the product talks to S3 with, made from plain values.
+"""The S3 client the product talks to S3 with (botocore's), made from plain values.
 
 Apart from :mod:`promotion.s3` so that it imports neither pydantic nor the pipeline's models:
 ``promote publish`` makes its client with it before those are imported
 (:mod:`promotion.publish_ahead`). Everything else gets its client from
 :func:`promotion.s3.make_client`, which calls :func:`new_client` with the validated store config.
 
-boto3 and ``botocore.config`` are imported inside the functions, not with this module: together
-~0.2 s, which a publish spends on a thread while it hashes the file.
+botocore is imported inside the functions, not with this module: ~0.15 s, which a publish
+spends on a thread while it hashes the file.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    import boto3
+    import botocore.session
     from mypy_boto3_s3 import S3Client
 
 _LOADER: Any = None
@@ -27,22 +28,23 @@ def endpoint_for(endpoint_url: object | None) -> str | None:
     return str(endpoint_url).rstrip("/") if endpoint_url else None
 
 
-def new_session(**kwargs: Any) -> boto3.session.Session:
-    """A new boto3 session (own credentials lookup) sharing one botocore data loader.
+def new_session(profile: str | None = None) -> botocore.session.Session:
+    """A new botocore session (own credentials lookup, ``profile`` if named) sharing one data
+    loader: every session otherwise re-reads and parses botocore's JSON service models (~0.5 s).
 
-    Every session otherwise re-reads and parses botocore's JSON service models: ~0.5 s each.
+    botocore's, not boto3's: a boto3 session imports s3transfer and multiprocessing (~40 ms of
+    every publish's CPU) for transfer helpers (``upload_file``) that nothing here uses.
     """
     global _LOADER
-    import boto3
     import botocore.loaders
     import botocore.session
 
     with _LOADER_LOCK:
         if _LOADER is None:
             _LOADER = botocore.loaders.create_loader()
-    core = botocore.session.get_session()
+    core = botocore.session.Session(profile=profile)
     core.register_component("data_loader", _LOADER)
-    return boto3.session.Session(botocore_session=core, **kwargs)
+    return core
 
 
 def new_client(
@@ -51,10 +53,11 @@ def new_client(
     region: str,
     max_attempts: int,
     pool: int = 32,
-    session: boto3.session.Session | None = None,
+    session: botocore.session.Session | None = None,
+    credentials: Mapping[str, str] | None = None,
 ) -> S3Client:
     """An S3 client for ``endpoint`` (None: AWS S3 for ``region``), with botocore's standard
-    retry mode; credentials from ``session``, else the standard AWS chain."""
+    retry mode; ``credentials`` (``aws_access_key_id``, ...) if given, else the session's chain."""
     from botocore.config import Config
 
     config = Config(
@@ -72,4 +75,13 @@ def new_client(
         if endpoint
         else {"payload_signing_enabled": False},
     )
-    return (session or new_session()).client("s3", endpoint_url=endpoint, config=config)
+    given = credentials or {}
+    client = (session or new_session()).create_client(
+        "s3",
+        endpoint_url=endpoint,
+        config=config,
+        aws_access_key_id=given.get("aws_access_key_id"),
+        aws_secret_access_key=given.get("aws_secret_access_key"),
+        aws_session_token=given.get("aws_session_token"),
+    )
+    return cast("S3Client", client)

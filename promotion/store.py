@@ -502,7 +502,7 @@ class ArtifactStore:
         svc = self.pipeline.service(service)
         path, own = inspected.path, inspected.own
         version = stacks.resolve_version(path, own, version)
-        # The client (boto3's imports and set-up) is made while the first read hashes the file.
+        # The client (botocore's imports and set-up) is made while the first read hashes the file.
         self.s3.warm_up()
         blob, uploaded = self.put_blob(
             path, progress, unchanged_since=inspected.state, hashed=hashed, ahead=ahead

@@ -16,6 +16,7 @@ import string
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from boto3.s3.inject import copy as managed_copy_of
 from boto3.s3.transfer import TransferConfig
 from pydantic import SecretStr
 from s3transfer.exceptions import S3CopyFailedError
@@ -193,7 +194,11 @@ def copy_to_target(
 
             def managed_copy() -> None:
                 try:
-                    dest.client.copy(copy_source, dest.bucket, key, ExtraArgs=args, Config=config)
+                    # boto3's managed copy, called as the function it injects into boto3's clients
+                    # (ours are botocore's: promotion/s3_client.py).
+                    managed_copy_of(
+                        dest.client, dict(copy_source), dest.bucket, key, ExtraArgs=args, Config=config
+                    )
                 except S3CopyFailedError as exc:
                     # s3transfer turns the 412 of an UploadPartCopy into its own exception.
                     if "did not match expected ETag" in str(exc):
