@@ -41,8 +41,8 @@ from promotion.publish_ahead import (
 )
 from promotion.settings import settings
 from promotion.store import ArtifactStore
-from tests.conftest import PIPELINE_TEMPLATE
 from tests.faultproxy import FaultProxy, Rule, proxied_pipeline
+from tests.promotion.test_publish_faults import config_for, random_file
 
 PROMOTE = str(Path(sys.executable).with_name("promote"))
 PROV = Provenance(commit="abc123", build_url="https://ci.example/1", published_by="ci-bot")
@@ -58,19 +58,12 @@ def proxy(s3_server: LocalS3) -> Iterator[FaultProxy]:
         yield p
 
 
-def big_file(path: Path, size: int = SIZE) -> Path:
-    with path.open("wb") as f:
-        left = size
-        while left:
-            f.write(os.urandom(min(left, 4 * MiB)))
-            left -= min(left, 4 * MiB)
-    return path
+def big_file(path: Path) -> Path:
+    return random_file(path, SIZE)
 
 
-def config_at(tmp_path: Path, endpoint: str, s3_server: LocalS3, prefix: str, name: str = "p.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(PIPELINE_TEMPLATE.format(endpoint=endpoint, bucket=s3_server.bucket, prefix=prefix))
-    return path
+def config_at(tmp_path: Path, endpoint: str, s3_server: LocalS3, prefix: str) -> Path:
+    return config_for(tmp_path, endpoint, s3_server, prefix, "p.yaml")
 
 
 def blob_requests(proxy: FaultProxy) -> list[tuple[str, str]]:
