@@ -13,8 +13,9 @@ do) and, for each size and repeat, runs two processes back to back, alternating 
 - *ours*: ``.venv/bin/promote -c FILE publish ARTIFACT --service api``, the real CLI in its own
   process (the upload started ahead of the CLI, see ``promotion/publish_ahead.py``: hash pass,
   multipart upload with a CRC32 per part; meanwhile the CLI's start-up, imports and config, then
-  its checks, the completion, the ledger event and the artifact record). Before each run the artifact gets fresh random bytes in its first MiB
-  of payload (below), so its digest is new and nothing is skipped as already published;
+  its checks, the completion, the ledger event and the artifact record). Before each run the
+  artifact gets fresh random bytes in its first MiB of payload (below), so its digest is new and
+  nothing is skipped as already published;
 - *baseline*: ``python -c ...`` that creates a plain boto3 client and runs ``upload_file`` of the
   same file with the default ``TransferConfig`` to a fresh key, its own process too.
 
