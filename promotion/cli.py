@@ -331,14 +331,6 @@ def _publish(
 
     gc.enable()  # off while the CLI started up, if the executable started an upload (entry.py)
     store = ArtifactStore(pipeline)
-    if upload is not None:
-        from promotion.publish_ahead import target_of
-        from promotion.settings import settings
-
-        # The client made ahead, if it was made for the store just validated (else a new one).
-        client = upload.client_for(target_of(pipeline.store, settings().s3_max_attempts))
-        if client is not None:
-            store.s3.client = client
     size = path.stat().st_size
     if sys.stderr.isatty() and size > MULTIPART_THRESHOLD:
         from rich.progress import (

@@ -244,17 +244,12 @@ class PublishAhead:
                 endpoint=target.endpoint, region=target.region, max_attempts=target.max_attempts
             )
             self.target = target
-        except Exception:  # noqa: BLE001 - the command makes its own client and reports the error
-            return
-        finally:
             self.ready.set()
-            if self.target is None:
-                self.started.set()
-        try:
-            self._start_upload(self.client, self.target)
-        except Exception:  # noqa: BLE001, S110 - as above: the command uploads by itself
+            self._start_upload(self.client, target)
+        except Exception:  # noqa: BLE001, S110 - the command makes its own client and uploads itself
             pass
         finally:
+            self.ready.set()
             self.started.set()
 
     def _start_upload(self, client: S3Client, target: StoreTarget) -> None:

@@ -64,7 +64,7 @@ from promotion.hash_ahead import MULTIPART_THRESHOLD as MULTIPART_THRESHOLD
 from promotion.hash_ahead import PART_SIZE as PART_SIZE
 from promotion.hash_ahead import UPLOAD_THREADS as UPLOAD_THREADS
 from promotion.hash_ahead import FilePart, FileState, HashAhead, file_state, part_size
-from promotion.publish_ahead import BLOB_FOLDER, InFlight, PublishAhead, target_of
+from promotion.publish_ahead import BLOB_FOLDER, InFlight, PublishAhead, StoreTarget, target_of
 from promotion.settings import settings
 
 MiB = 1024 * 1024
@@ -233,6 +233,10 @@ class ArtifactStore:
             raise ValueError("put_blob_bytes takes at most MULTIPART_THRESHOLD bytes; use put_blob")
         return self._put_small(data, None)
 
+    def _target(self) -> StoreTarget | None:
+        """This store as a publish started ahead names where it sends (promotion/publish_ahead.py)."""
+        return target_of(self.s3.cfg, settings().s3_max_attempts)
+
     def _existing(self, digest: Digest, size: int) -> BlobInfo | None:
         head = self.s3.head(self.blob_key(digest))
         if head is None or head.size != size:
@@ -290,9 +294,7 @@ class ArtifactStore:
             FilePart(fd, offset, min(part_bytes, size - offset), part_crcs[i])
             for i, offset in enumerate(range(0, size, part_bytes))
         ]
-        in_flight = None
-        if ahead is not None:
-            in_flight = ahead.adopt(target_of(self.s3.cfg, settings().s3_max_attempts), key, before, progress)
+        in_flight = ahead.adopt(self._target(), key, before, progress) if ahead is not None else None
         checksum = self._multipart(path, key, digest, before, parts, progress, in_flight)
         return BlobInfo(digest=digest, size=size, s3_checksum=checksum), size
 
@@ -502,6 +504,8 @@ class ArtifactStore:
         svc = self.pipeline.service(service)
         path, own = inspected.path, inspected.own
         version = stacks.resolve_version(path, own, version)
+        if ahead is not None and (client := ahead.client_for(self._target())) is not None:
+            self.s3.client = client  # made ahead, for this very store: no second client
         # The client (botocore's imports and set-up) is made while the first read hashes the file.
         self.s3.warm_up()
         blob, uploaded = self.put_blob(

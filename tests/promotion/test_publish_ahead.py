@@ -238,6 +238,7 @@ def test_the_store_adopts_the_upload_started_ahead_and_sends_nothing_twice(
             progress=seen.append,
         )
         assert ahead.adopted
+        assert store.s3.client is ahead.client  # one client, made ahead, not a second one
     finally:
         ahead.close()
     digest = Digest.of_bytes(path.read_bytes())
