@@ -329,7 +329,10 @@ def _publish(
     )
     from promotion.store import ArtifactStore
 
-    gc.enable()  # off while the CLI started up, if the executable started an upload (entry.py)
+    # Off while the CLI started up if the executable started an upload (entry.py). What start-up
+    # made lives as long as the process: frozen, the collections from here on leave it alone.
+    gc.freeze()
+    gc.enable()
     store = ArtifactStore(pipeline)
     size = path.stat().st_size
     if sys.stderr.isatty() and size > MULTIPART_THRESHOLD:

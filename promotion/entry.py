@@ -3,7 +3,8 @@
 A publish of a large file starts its hash pass and upload first (:mod:`promotion.publish_ahead`),
 before the command line (typer, pydantic, the pipeline's models) is imported; every other command
 goes straight to :func:`promotion.cli.main`. Whatever the command did, the upload started ahead is
-aborted at the end unless the command adopted it.
+aborted at the end unless the command adopted it. Then the heap is frozen, so that the
+interpreter's finalisation does not spend a quarter of a second collecting it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def main() -> None:
     finally:
         if ahead is not None:
             ahead.close()
+        # The process ends here. Finalising the interpreter collects the cyclic garbage of the
+        # whole heap (pydantic's schemas, botocore's models, typer's, Prefect's), twice: ~0.25 s
+        # of CPU after the command's last output, ~10 % of a 256 MiB publish (from the last
+        # atexit handler to the process's end: 0.26-0.30 s, frozen 0.02-0.03 s, 4 runs each).
+        # Frozen objects are left out of those collections; all that must still happens:
+        # atexit handlers (Prefect's log and event workers drain there), weakref finalizers,
+        # flushing and closing the standard streams.
+        gc.freeze()
 
 
 if __name__ == "__main__":
