@@ -85,7 +85,9 @@ class HashAhead:
 
     def _run(self) -> None:
         try:
-            self._result.set_result(Digest.of_file_parts(self.fd, self.state[0], self.part_size, self._stop))
+            # On this thread alone: the start-up beside it (imports, the client) has the other core.
+            result = Digest.of_file_parts(self.fd, self.state[0], self.part_size, self._stop, overlap=False)
+            self._result.set_result(result)
         except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
             self._result.set_exception(exc)
 

@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import threading
+import zlib
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from promotion.digest import Digest
+from promotion.digest import Digest, HashingStopped
 from promotion.errors import InvalidDigest
 
 HELLO = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
@@ -62,3 +66,43 @@ def test_pydantic_field_validation() -> None:
     assert M.model_validate({"d": HELLO}).model_dump(mode="json") == {"d": HELLO}
     with pytest.raises(ValidationError, match="64 lowercase hex"):
         M.model_validate({"d": "sha256:abc"})
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "in-turn"])
+@pytest.mark.parametrize(
+    ("size", "part_size", "shrink_to"),
+    [
+        (40 * 2**20 + 12_345, 16 * 2**20, None),  # parts of 16 MiB, a short last one
+        (32 * 2**20, 16 * 2**20, None),  # exactly two parts
+        (20 * 2**20, 7 * 2**20, None),  # parts smaller than a read
+        (40 * 2**20, 16 * 2**20, 17 * 2**20 + 5),  # the file shrank: the pass says how far it read
+    ],
+)
+def test_the_pass_over_parts_gives_the_whole_digest_and_each_parts_crc32(
+    tmp_path: Path, overlap: bool, size: int, part_size: int, shrink_to: int | None
+) -> None:
+    data = os.urandom(shrink_to if shrink_to is not None else size)
+    path = tmp_path / "artifact.bin"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        digest, crcs, read = Digest.of_file_parts(fd, size, part_size, overlap=overlap)
+    finally:
+        os.close(fd)
+    assert read == len(data)
+    assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert crcs == [zlib.crc32(data[o : o + part_size]) for o in range(0, len(data), part_size)]
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "in-turn"])
+def test_the_pass_over_parts_stops_when_asked(tmp_path: Path, overlap: bool) -> None:
+    path = tmp_path / "artifact.bin"
+    path.write_bytes(b"\0" * (20 * 2**20))
+    stop = threading.Event()
+    stop.set()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(HashingStopped):
+            Digest.of_file_parts(fd, 20 * 2**20, 16 * 2**20, stop, overlap=overlap)
+    finally:
+        os.close(fd)
