@@ -430,6 +430,7 @@ class Bench(RecordsChecks):
         self.checks: list[dict[str, Any]] = []
         self.client = server.client()
         self.server_pid = server.proc.pid if server.proc is not None else None
+        self.baseline_keys: list[str] = []
 
     def ours(self, artifact: Artifact, label: str) -> dict[str, Any]:
         expected = artifact.refresh()
@@ -465,8 +466,16 @@ class Bench(RecordsChecks):
             else -1
         )
         self.check(f"{label}: upload_file stored {size} bytes", stored == size, r["stderr"].strip()[-200:])
-        self.client.delete_object(Bucket=self.server.bucket, Key=key)  # keep the disk from filling
+        self.baseline_keys.append(key)
         return r
+
+    def delete_baseline_uploads(self) -> None:
+        """Delete what the baseline uploaded, once a size's repeats are done (keeps the disk from
+        filling): never between measured runs, where the server's work for the delete would be
+        timed as part of the next run."""
+        for key in self.baseline_keys:
+            self.client.delete_object(Bucket=self.server.bucket, Key=key)
+        self.baseline_keys.clear()
 
     def adapter(self, artifact: Artifact, label: str) -> dict[str, Any]:
         """The adapter alone on the file as it is now; checks that it recognised the stack."""
@@ -532,6 +541,7 @@ def bench_size(b: Bench, tmp: Path, stack: str, size_mib: int, repeats: int) -> 
             flush=True,
         )
     artifact.path.unlink()
+    b.delete_baseline_uploads()
     o, bl = summarize(ours, size), summarize(base, size)
     ratio = bl["median_s"] / o["median_s"]
     rss_ratio = o["median_peak_rss_mib"] / bl["median_peak_rss_mib"]
@@ -662,10 +672,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine = machine_facts(("boto3", "botocore", "s3transfer"))
     with tempfile.TemporaryDirectory(prefix="bench-publish-") as tmp_s:
         tmp = Path(tmp_s)
-        # The artifact, plus each repeat's two uploads in SeaweedFS (ours stay: they are the store).
-        need = max(args.size_list) * MiB + sum(args.size_list) * MiB * (args.repeats + 1) * len(
-            args.stack_list
-        )
+        # The artifact, each repeat's upload of ours (they stay: they are the store), and the
+        # baseline's uploads of one size (deleted once its repeats are done).
+        need = max(args.size_list) * MiB * (args.repeats + 1) + sum(args.size_list) * MiB * (
+            args.repeats + 1
+        ) * len(args.stack_list)
         free = shutil.disk_usage(tmp).free
         if free < need * 1.2:
             print(f"not enough disk in {tmp}: {free / 2**30:.1f} GiB free, ~{need / 2**30:.1f} GiB needed")
