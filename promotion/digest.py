@@ -120,7 +120,7 @@ class Digest(str):
         part_size: int,
         stop: threading.Event | None = None,
         *,
-        overlap: bool = True,
+        overlap: bool | threading.Event = True,
     ) -> tuple[Digest, list[int], int]:
         """One pass over the first ``size`` bytes of file ``fd``: the whole digest, the CRC32 of
         every ``part_size`` part, and the number of bytes read (less than ``size`` if the file
@@ -134,20 +134,20 @@ class Digest(str):
         the bytes hashed, against accidents (a file rewritten meanwhile, a corrupted transfer),
         which a CRC32 catches as well.
 
-        The whole hash runs on this thread, each part's CRC32 on a second thread and the next read
-        on a third, all over the same buffer (hashlib and zlib release the GIL), so the three
-        overlap and the pass costs about one hash of the file. Reads never straddle a part boundary.
+        Overlapped (``overlap=True``), the whole hash runs on this thread, each part's CRC32 on a
+        second thread and the next read on a third, all over the same buffer (hashlib and zlib
+        release the GIL), so the three overlap and the pass costs about one hash of the file.
+        Reads never straddle a part boundary.
 
-        ``overlap=False`` does it all on this thread, one chunk after the other: for a pass that
-        runs beside other work (a publish's start-up: imports, the S3 client), which then keeps a
-        core of the two to itself. Both done, median of 8 runs beside making the S3 client:
-        0.36 s this way, 0.40 s overlapped.
+        In turn (``overlap=False``), all on this thread, one chunk after the other: for a pass
+        that runs beside other work (a publish's start-up: imports, the S3 client), which then
+        keeps a core of the two to itself. Both done, median of 8 runs beside making the S3
+        client, 256 MiB: 0.36 s in turn, 0.40 s overlapped. Given an event, the pass goes in turn
+        until the event is set, then overlapped (once the other work is done, or someone waits).
         """
-        if not overlap:
-            return cls._of_file_parts_in_turn(fd, size, part_size, stop)
         whole = hashlib.sha256()
         part_crcs: list[int] = []
-        views = [memoryview(bytearray(min(PARTS_CHUNK_SIZE, max(size, 1)))) for _ in range(2)]
+        views = [memoryview(bytearray(min(PARTS_CHUNK_SIZE, max(size, 1))))]
 
         def read(view: memoryview, offset: int) -> int:
             if offset >= size:
@@ -156,7 +156,11 @@ class Digest(str):
             want = min(len(view), in_part, size - offset)
             return os.preadv(fd, [view[:want]], offset)
 
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        def overlapped() -> bool:
+            return overlap.is_set() if isinstance(overlap, threading.Event) else overlap
+
+        pool: ThreadPoolExecutor | None = None
+        try:
             offset = 0
             part = 0
             i = 0
@@ -164,45 +168,30 @@ class Digest(str):
             while n:
                 if stop is not None and stop.is_set():
                     raise HashingStopped(f"stopped after {offset} of {size} bytes")
+                if pool is None and overlapped():
+                    pool = ThreadPoolExecutor(max_workers=2)
+                    views.append(memoryview(bytearray(len(views[0]))))
                 chunk = views[i][:n]
-                pending = pool.submit(read, views[1 - i], offset + n)
-                part_done = pool.submit(zlib.crc32, chunk, part)
-                whole.update(chunk)
-                part = part_done.result()
+                if pool is not None:
+                    pending = pool.submit(read, views[1 - i], offset + n)
+                    part_done = pool.submit(zlib.crc32, chunk, part)
+                    whole.update(chunk)
+                    part = part_done.result()
+                else:
+                    whole.update(chunk)
+                    part = zlib.crc32(chunk, part)
                 offset += n
                 if offset % part_size == 0 or offset == size:
                     part_crcs.append(part)
                     part = 0
-                n = pending.result()
-                i = 1 - i
-        if offset < size and offset % part_size:
-            part_crcs.append(part)
-        return cls.from_hasher(whole), part_crcs, offset
-
-    @classmethod
-    def _of_file_parts_in_turn(
-        cls, fd: int, size: int, part_size: int, stop: threading.Event | None
-    ) -> tuple[Digest, list[int], int]:
-        """:meth:`of_file_parts` on the calling thread alone (``overlap=False``)."""
-        whole = hashlib.sha256()
-        part_crcs: list[int] = []
-        view = memoryview(bytearray(min(PARTS_CHUNK_SIZE, max(size, 1))))
-        offset = 0
-        part = 0
-        while offset < size:
-            if stop is not None and stop.is_set():
-                raise HashingStopped(f"stopped after {offset} of {size} bytes")
-            want = min(len(view), part_size - offset % part_size, size - offset)
-            n = os.preadv(fd, [view[:want]], offset)
-            if not n:
-                break
-            chunk = view[:n]
-            whole.update(chunk)
-            part = zlib.crc32(chunk, part)
-            offset += n
-            if offset % part_size == 0 or offset == size:
-                part_crcs.append(part)
-                part = 0
+                if pool is not None:
+                    n = pending.result()
+                    i = 1 - i
+                else:
+                    n = read(views[0], offset)
+        finally:
+            if pool is not None:
+                pool.shutdown()
         if offset < size and offset % part_size:
             part_crcs.append(part)
         return cls.from_hasher(whole), part_crcs, offset

@@ -63,6 +63,7 @@ class HashAhead:
         self.part_size = part_size(state[0])
         self._result: Future[tuple[Digest, list[int], int]] = Future()
         self._stop = threading.Event()
+        self._overlap = threading.Event()
         threading.Thread(target=self._run, name="hash-ahead", daemon=True).start()
 
     @classmethod
@@ -85,14 +86,18 @@ class HashAhead:
 
     def _run(self) -> None:
         try:
-            # On this thread alone: the start-up beside it (imports, the client) has the other core.
-            result = Digest.of_file_parts(self.fd, self.state[0], self.part_size, self._stop, overlap=False)
+            # On this thread alone while the start-up beside it (imports, the client) has the other
+            # core; overlapped once someone waits for the result: then nothing else runs.
+            result = Digest.of_file_parts(
+                self.fd, self.state[0], self.part_size, self._stop, overlap=self._overlap
+            )
             self._result.set_result(result)
         except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
             self._result.set_exception(exc)
 
     def result(self) -> tuple[Digest, list[int], int]:
         """(digest, CRC32 of each part, bytes read): waits for the pass; raises its error."""
+        self._overlap.set()
         return self._result.result()
 
     def close(self) -> None:

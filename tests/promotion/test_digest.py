@@ -5,6 +5,7 @@ import io
 import os
 import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,29 @@ def test_pydantic_field_validation() -> None:
         M.model_validate({"d": "sha256:abc"})
 
 
-@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "in-turn"])
+class SetAfter(threading.Event):
+    """An event that reads as set from its ``n + 1``-th check on: the pass over parts then
+    switches from in turn to overlapped after ``n`` chunks, whatever the timing."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.checks = 0
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.checks += 1
+        return self.checks > self.n
+
+
+OVERLAP_MODES: dict[str, Callable[[], bool | threading.Event]] = {
+    "overlapped": lambda: True,
+    "in-turn": lambda: False,
+    "switches-after-one-chunk": lambda: SetAfter(1),
+    "switches-after-two-chunks": lambda: SetAfter(2),
+}
+
+
+@pytest.mark.parametrize("mode", list(OVERLAP_MODES))
 @pytest.mark.parametrize(
     ("size", "part_size", "shrink_to"),
     [
@@ -79,8 +102,9 @@ def test_pydantic_field_validation() -> None:
     ],
 )
 def test_the_pass_over_parts_gives_the_whole_digest_and_each_parts_crc32(
-    tmp_path: Path, overlap: bool, size: int, part_size: int, shrink_to: int | None
+    tmp_path: Path, mode: str, size: int, part_size: int, shrink_to: int | None
 ) -> None:
+    overlap = OVERLAP_MODES[mode]()
     data = os.urandom(shrink_to if shrink_to is not None else size)
     path = tmp_path / "artifact.bin"
     path.write_bytes(data)
@@ -94,8 +118,9 @@ def test_the_pass_over_parts_gives_the_whole_digest_and_each_parts_crc32(
     assert crcs == [zlib.crc32(data[o : o + part_size]) for o in range(0, len(data), part_size)]
 
 
-@pytest.mark.parametrize("overlap", [True, False], ids=["overlapped", "in-turn"])
-def test_the_pass_over_parts_stops_when_asked(tmp_path: Path, overlap: bool) -> None:
+@pytest.mark.parametrize("mode", list(OVERLAP_MODES))
+def test_the_pass_over_parts_stops_when_asked(tmp_path: Path, mode: str) -> None:
+    overlap = OVERLAP_MODES[mode]()
     path = tmp_path / "artifact.bin"
     path.write_bytes(b"\0" * (20 * 2**20))
     stop = threading.Event()
