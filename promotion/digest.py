@@ -172,23 +172,21 @@ class Digest(str):
                     pool = ThreadPoolExecutor(max_workers=2)
                     views.append(memoryview(bytearray(len(views[0]))))
                 chunk = views[i][:n]
-                if pool is not None:
+                if pool is None:  # in turn: this chunk's hashes, then the next read
+                    whole.update(chunk)
+                    part = zlib.crc32(chunk, part)
+                    pending = None
+                else:  # the next read and this chunk's CRC32 beside its SHA-256
                     pending = pool.submit(read, views[1 - i], offset + n)
                     part_done = pool.submit(zlib.crc32, chunk, part)
                     whole.update(chunk)
                     part = part_done.result()
-                else:
-                    whole.update(chunk)
-                    part = zlib.crc32(chunk, part)
+                    i = 1 - i
                 offset += n
                 if offset % part_size == 0 or offset == size:
                     part_crcs.append(part)
                     part = 0
-                if pool is not None:
-                    n = pending.result()
-                    i = 1 - i
-                else:
-                    n = read(views[0], offset)
+                n = read(views[i], offset) if pending is None else pending.result()
         finally:
             if pool is not None:
                 pool.shutdown()

@@ -96,7 +96,8 @@ class HashAhead:
             self._result.set_exception(exc)
 
     def result(self) -> tuple[Digest, list[int], int]:
-        """(digest, CRC32 of each part, bytes read): waits for the pass; raises its error."""
+        """(digest, CRC32 of each part, bytes read): waits for the pass; raises its error.
+        The caller has nothing else to do meanwhile: the pass spreads over its threads now."""
         self._overlap.set()
         return self._result.result()
 

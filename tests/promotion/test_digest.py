@@ -123,11 +123,10 @@ def test_the_pass_over_parts_stops_when_asked(tmp_path: Path, mode: str) -> None
     overlap = OVERLAP_MODES[mode]()
     path = tmp_path / "artifact.bin"
     path.write_bytes(b"\0" * (20 * 2**20))
-    stop = threading.Event()
-    stop.set()
+    stop = SetAfter(1)  # asked after the first chunk: overlapped, its threads are running then
     fd = os.open(path, os.O_RDONLY)
     try:
-        with pytest.raises(HashingStopped):
+        with pytest.raises(HashingStopped, match=f"stopped after {16 * 2**20} of {20 * 2**20} bytes"):
             Digest.of_file_parts(fd, 20 * 2**20, 16 * 2**20, stop, overlap=overlap)
     finally:
         os.close(fd)
